@@ -1,0 +1,3 @@
+from mmzcli.cli import main
+
+main()

@@ -1,0 +1,185 @@
+"""The ``mmz`` command line: thin wrappers, each calling one library function.
+
+Bad input raises ``MmzError``; ``main`` prints it as one red line and exits
+with code 2 (with the traceback only under ``--debug``).  Heavy libraries are
+imported inside the commands, so ``mmz --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mmzcli import __version__
+
+app = typer.Typer(
+    name="mmz",
+    help="Photometric redshifts with PDFs from multi-band survey images (multimodal inception CNN).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+profiles_app = typer.Typer(help="List and show the shipped survey profiles.", invoke_without_command=True)
+app.add_typer(profiles_app, name="profiles")
+
+_state = {"debug": False, "quiet": False}
+
+ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project directory.", show_default=False)]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.", min=1)]
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"mmz {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def callback(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+):
+    """mmz turns multi-band survey image tiles into photometric-redshift catalogues with full PDFs."""
+    _state.update(debug=debug, quiet=quiet)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=_state["quiet"])
+
+
+# ----------------------------------------------------------------------------- profiles
+
+@profiles_app.callback()
+def profiles_list(ctx: typer.Context):
+    """List the shipped survey profiles (``mmz profiles show NAME`` prints one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from mmzcli.profiles import list_profiles, load_profile
+
+    table = Table("profile", "bands", "pixel scale", "reference", "z grid", "description")
+    for name in list_profiles():
+        p = load_profile(name)
+        g = p.redshift_grid
+        table.add_row(name, " ".join(p.band_names), f'{p.pixel_scale}"',
+                      f"{p.reference_band} <= {p.reference_mag_limit}",
+                      f"{g.z_min}-{g.z_max} / {g.n_bins}", p.description)
+    Console().print(table)
+
+
+@profiles_app.command("show")
+def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path of a YAML file.")]):
+    """Print one survey profile, after validation and 'extends' merging, as YAML."""
+    import yaml
+
+    from mmzcli.profiles import load_profile
+
+    typer.echo(yaml.safe_dump(load_profile(name).to_dict(), sort_keys=False), nl=False)
+
+
+# ----------------------------------------------------------------------------- images -> cubes
+
+@app.command()
+def cutout(
+    tiles: Annotated[list[Path], typer.Argument(help="FITS image tiles with a celestial WCS.", show_default=False)],
+    catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Sources: FITS table or CSV.", show_default=False)],
+    profile: Annotated[str, typer.Option("--profile", help="Survey profile: name or YAML path.")] = "hsc9",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output Zarr store [default: PROJECT/stamps.zarr].")] = None,
+    project: ProjectOpt = Path("."),
+    size: Annotated[Optional[int], typer.Option("--size", help="Stamp size in pixels [default: the profile's].")] = None,
+    id_col: Annotated[str, typer.Option("--id-col", help="Source id column.")] = "ID",
+    ra_col: Annotated[str, typer.Option("--ra-col", help="Right ascension column (deg).")] = "RA",
+    dec_col: Annotated[str, typer.Option("--dec-col", help="Declination column (deg).")] = "DEC",
+    jobs: JobsOpt = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a complete output store.")] = False,
+):
+    """Cut one stamp per band around every source, north up and east left, at the profile's pixel scale.
+
+    Example: mmz cutout tiles/*.fits --catalog sources.csv --profile cfhtls -o stamps.zarr
+    """
+    from mmzcli.cutout import run_cutout
+
+    run_cutout(tiles, catalog, profile, output or project / "stamps.zarr", size=size,
+               columns={"id": id_col, "ra": ra_col, "dec": dec_col}, jobs=jobs,
+               overwrite=overwrite, console=_console())
+
+
+@app.command("build-cubes")
+def build_cubes(
+    survey: Annotated[Optional[str], typer.Option("--survey", "--profile", help="Survey profile: name or YAML path [default: the project's].")] = None,
+    project: ProjectOpt = Path("."),
+    tiles: Annotated[Optional[str], typer.Option("--tiles", help="Glob of FITS tiles, relative to the project [default: from mmz.yaml].")] = None,
+    catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Spectroscopic catalogue (FITS or CSV) [default: from mmz.yaml].")] = None,
+    id_col: Annotated[Optional[str], typer.Option("--id-col", help="Id column [default: ID].")] = None,
+    ra_col: Annotated[Optional[str], typer.Option("--ra-col", help="RA column [default: RA].")] = None,
+    dec_col: Annotated[Optional[str], typer.Option("--dec-col", help="Dec column [default: DEC].")] = None,
+    z_col: Annotated[Optional[str], typer.Option("--z-col", help="Spectroscopic redshift column [default: Z_SPEC].")] = None,
+    ebv_col: Annotated[Optional[str], typer.Option("--ebv-col", help="Galactic E(B-V) column [default: EBV].")] = None,
+    mag_col: Annotated[Optional[str], typer.Option("--mag-col", help="Reference magnitude column [default: MAG_<reference band>].")] = None,
+    jobs: JobsOpt = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild a complete store.")] = False,
+):
+    """Build PROJECT/cubes.zarr: labelled, normalisable datacubes from tiles and a spectroscopic catalogue.
+
+    Resumable: run the same command again after an interruption.
+
+    Example: mmz build-cubes --survey cfhtls --project myproj
+    """
+    from mmzcli.cubes import build_cubes as run
+
+    columns = {k: v for k, v in {"id": id_col, "ra": ra_col, "dec": dec_col, "z_spec": z_col,
+                                  "ebv": ebv_col, "mag_ref": mag_col}.items() if v is not None}
+    run(project, survey=survey, tiles=tiles, catalog=catalog, columns=columns, jobs=jobs,
+        overwrite=overwrite, console=_console())
+
+
+# ----------------------------------------------------------------------------- simulation
+
+@app.command()
+def simulate(
+    profile: Annotated[str, typer.Option("--profile", help="Survey profile to simulate: name or YAML path.")] = "hsc9",
+    n: Annotated[int, typer.Option("-n", help="Number of galaxies in the spectroscopic sample.", min=1)] = 1000,
+    project: ProjectOpt = Path("."),
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, identical files.")] = 0,
+    tile_size: Annotated[int, typer.Option("--tile-size", help="Tile side in pixels.", min=128)] = 2048,
+    jobs: JobsOpt = 1,
+    catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Inject these objects (Z, MAG_<band>, optional size and position) instead of drawing a population.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing simulation in the project.")] = False,
+):
+    """Simulate a survey: image tiles, a spectroscopic sample and the truth, ready for build-cubes.
+
+    Example: mmz simulate --profile hsc9 -n 3000 --project demo && mmz build-cubes --project demo
+    """
+    from mmzcli.simulate import simulate_survey
+
+    simulate_survey(profile, n, project, seed=seed, tile_size=tile_size, jobs=jobs,
+                    catalog=catalog, overwrite=overwrite, console=_console())
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the app, turning user-facing errors into one line and exit code 2."""
+    from mmzcli.errors import MmzError
+
+    try:
+        app(args=argv, prog_name="mmz")
+    except MmzError as exc:
+        if _state["debug"]:
+            raise
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(2)
