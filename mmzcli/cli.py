@@ -21,13 +21,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 profiles_app = typer.Typer(help="List and show the shipped survey profiles.", invoke_without_command=True)
 app.add_typer(profiles_app, name="profiles")
 
-_state = {"debug": False, "quiet": False}
+_state = {"debug": False, "quiet": False, "argv": []}
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project directory.", show_default=False)]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.", min=1)]
@@ -119,7 +119,7 @@ def cutout(
 def build_cubes(
     survey: Annotated[Optional[str], typer.Option("--survey", "--profile", help="Survey profile: name or YAML path [default: the project's].")] = None,
     project: ProjectOpt = Path("."),
-    tiles: Annotated[Optional[str], typer.Option("--tiles", help="Glob of FITS tiles, relative to the project [default: from mmz.yaml].")] = None,
+    tiles: Annotated[Optional[str], typer.Option("--tiles", help="Glob of FITS tiles [default: inputs.tiles of mmz.yaml, relative to the project].")] = None,
     catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Spectroscopic catalogue (FITS or CSV) [default: from mmz.yaml].")] = None,
     id_col: Annotated[Optional[str], typer.Option("--id-col", help="Id column [default: ID].")] = None,
     ra_col: Annotated[Optional[str], typer.Option("--ra-col", help="RA column [default: RA].")] = None,
@@ -137,11 +137,13 @@ def build_cubes(
     Example: mmz build-cubes --survey cfhtls --project myproj
     """
     from mmzcli.cubes import build_cubes as run
+    from mmzcli.project import record_command
 
     columns = {k: v for k, v in {"id": id_col, "ra": ra_col, "dec": dec_col, "z_spec": z_col,
                                   "ebv": ebv_col, "mag_ref": mag_col}.items() if v is not None}
-    run(project, survey=survey, tiles=tiles, catalog=catalog, columns=columns, jobs=jobs,
-        overwrite=overwrite, console=_console())
+    if run(project, survey=survey, tiles=tiles, catalog=catalog, columns=columns, jobs=jobs,
+           overwrite=overwrite, console=_console()).get("built"):
+        record_command(project, _state["argv"])
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -167,12 +169,27 @@ def simulate(
                     catalog=catalog, overwrite=overwrite, console=_console())
 
 
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo project goes.")] = Path("demo"),
+    jobs: JobsOpt = 2,
+):
+    """Run mmz end to end on a small simulated HSC-like survey (resumes where it stopped).
+
+    Example: mmz demo --dir /tmp/mmz-demo
+    """
+    from mmzcli.demo import run_demo
+
+    run_demo(directory, jobs=jobs, console=_console())
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def main(argv: list[str] | None = None) -> None:
     """Run the app, turning user-facing errors into one line and exit code 2."""
     from mmzcli.errors import MmzError
 
+    _state["argv"] = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="mmz")
     except MmzError as exc:

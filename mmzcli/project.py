@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import sys
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def write_config(project: Path, profile: Profile, *, tiles: str | None = None,
 
     project = Path(project)
     project.mkdir(parents=True, exist_ok=True)
-    config = read_config(project) or {"mmz_version": __version__, "created": now(), "history": []}
+    config = read_config(project) or {"mmz_version": __version__, "created": now()}
     config["profile"] = profile.to_dict()
     inputs = config.setdefault("inputs", {})
     if tiles is not None:
@@ -72,16 +72,15 @@ def write_config(project: Path, profile: Profile, *, tiles: str | None = None,
     return path
 
 
-def record_command(project: Path, argv: list[str] | None = None) -> None:
-    """Append the command line to the project's history (where the project has a config)."""
+def record_command(project: Path, argv: list[str]) -> None:
+    """Append a command line to the project's history (where the project has a config)."""
     import yaml
 
     config = read_config(project)
     if config is None:
         return
-    argv = sys.argv if argv is None else argv
     config.setdefault("history", []).append(
-        {"time": now(), "mmz_version": __version__, "command": " ".join(["mmz", *argv[1:]])})
+        {"time": now(), "mmz_version": __version__, "command": shlex.join(["mmz", *argv])})
     atomic_write_text(Path(project) / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
 
 

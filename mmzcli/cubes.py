@@ -1,0 +1,126 @@
+"""``mmz build-cubes``: image tiles + a spectroscopic catalogue -> ``<project>/cubes.zarr``.
+
+Every catalogue row becomes one row of the store (nothing is dropped): rows
+without a usable redshift keep their cubes with ``z_spec`` NaN or a flag, and
+are counted.  Each object gets a cross-validation fold from a hash of its id,
+so folds do not change when the catalogue is reordered or extended.  The
+normalisation statistics (mean and standard deviation of the compressed pixels
+of each band) come from the labelled objects that have data in that band.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mmzcli.errors import InputError
+
+N_FOLDS = 5
+STORE_NAME = "cubes.zarr"
+
+
+def fold_of(ids: np.ndarray, n_folds: int = N_FOLDS) -> np.ndarray:
+    """A deterministic, well-mixed fold number per id (splitmix64 finaliser, modulo n_folds)."""
+    z = ids.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z % np.uint64(n_folds)).astype(np.int8)
+
+
+def _resolve_inputs(project: Path, profile, tiles: str | None, catalog: Path | None,
+                    columns: dict[str, str], config: dict | None):
+    """Tiles, catalogue and column names: the command line wins over mmz.yaml, which wins over defaults."""
+    from mmzcli.project import CONFIG_NAME, DEFAULT_COLUMNS
+
+    inputs = (config or {}).get("inputs", {})
+    if tiles is None and "tiles" not in inputs:
+        raise InputError(f"no tiles given: pass --tiles 'GLOB' or name them under inputs.tiles "
+                         f"in {project / CONFIG_NAME}")
+    if catalog is None and "catalog" not in inputs:
+        raise InputError(f"no spectroscopic catalogue given: pass --catalog FILE or name it under "
+                         f"inputs.catalog in {project / CONFIG_NAME}")
+    tile_pattern, tile_base = (tiles, None) if tiles is not None else (inputs["tiles"], project)
+    catalog_path = Path(catalog) if catalog is not None else project / inputs["catalog"]
+    names = {**DEFAULT_COLUMNS, "mag_ref": f"MAG_{profile.reference_band}",
+             **inputs.get("columns", {}), **columns}
+    return tile_pattern, tile_base, catalog_path, names
+
+
+def _labels(path: Path, table: dict[str, np.ndarray], names: dict[str, str], grid):
+    """Redshift columns checked: returns (z_spec f4, ebv f4, mag f4, labelled mask, flags, counts)."""
+    from mmzcli.cutout import Flag
+
+    z = np.asarray(table["z_spec"], dtype=np.float64)
+    ebv = np.asarray(table["ebv"], dtype=np.float64)
+    bad_ebv = ~np.isfinite(ebv) | (ebv < 0)
+    if bad_ebv.any():
+        row = int(np.flatnonzero(bad_ebv)[0])
+        raise InputError(f"{path}: row {row}: {names['ebv']} = {ebv[row]} is not a valid E(B-V) "
+                         f"({int(bad_ebv.sum())} such rows); fill it from a dust map (e.g. SFD)")
+    no_z = ~np.isfinite(z) | (z < 0)
+    out_of_grid = ~no_z & ((z < grid.z_min) | (z >= grid.z_max))
+    flags = np.where(no_z, int(Flag.NO_ZSPEC), 0) | np.where(out_of_grid, int(Flag.ZSPEC_OUT_OF_GRID), 0)
+    z = np.where(no_z, np.nan, z)
+    counts = {"no_zspec": int(no_z.sum()), "zspec_out_of_grid": int(out_of_grid.sum())}
+    return (z.astype(np.float32), ebv.astype(np.float32),
+            np.asarray(table["mag_ref"], dtype=np.float32), ~no_z & ~out_of_grid, flags.astype(np.int32), counts)
+
+
+def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None = None,
+                catalog: Path | None = None, columns: dict[str, str] | None = None, jobs: int = 1,
+                overwrite: bool = False, console=None) -> dict:
+    """Build (or resume, or leave alone when complete) the project's cube store. Returns a summary."""
+    from mmzcli import store
+    from mmzcli.catalog import read_table
+    from mmzcli.cutout import cut_to_store, expand_tiles, index_tiles, summary_table
+    from mmzcli.project import project_profile, read_config, write_config
+
+    project = Path(project)
+    profile = project_profile(project, survey)
+    config = read_config(project)
+    path = project / STORE_NAME
+    if store.is_complete(path) and not overwrite:
+        if console is not None:
+            console.print(f"{path} is complete; nothing to do (--overwrite rebuilds it)")
+        return {"built": False}
+    tile_pattern, tile_base, catalog_path, names = _resolve_inputs(project, profile, tiles, catalog,
+                                                                   columns or {}, config)
+    table = read_table(catalog_path, names)
+    z_spec, ebv, mag, labelled, z_flags, counts = _labels(catalog_path, table, names, profile.redshift_grid)
+    images = index_tiles(expand_tiles([tile_pattern], tile_base), profile)
+    columns_out = {"id": table["id"], "ra": table["ra"], "dec": table["dec"], "ebv": ebv, "z_spec": z_spec,
+                   "mag_ref": mag, "fold": fold_of(table["id"])}
+    key = store.inputs_key("cubes", [(i.path, i.hdu, os.path.getmtime(i.path)) for i in images],
+                           str(catalog_path), os.path.getmtime(catalog_path), names, profile.to_dict())
+    size = profile.cutout_size
+    group, summary = cut_to_store(path, images, profile, columns_out, image_name="cubes", size=size, key=key,
+                                  jobs=jobs, overwrite=overwrite, labelled=labelled, console=console,
+                                  attrs={"profile_snapshot": profile.to_dict(), "n_folds": N_FOLDS,
+                                         "catalog": str(catalog_path), "columns": names})
+    group["flags"][:] = group["flags"][:] | z_flags
+    count, total, total_sq = summary.pop("norm_sums")
+    empty = count == 0
+    mean = np.where(empty, 0.0, total / np.maximum(count, 1))
+    std = np.where(empty, 1.0, np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean**2, 0.0)))
+    std = np.where(std > 0, std, 1.0)
+    store.finish(group, path, {"norm/mean": mean.astype(np.float32), "norm/std": std.astype(np.float32)},
+                 attrs={"n_labelled": int(labelled.sum()), **counts})
+
+    if config is None or tiles is not None or catalog is not None or columns:
+        write_config(project, profile,
+                     tiles=tile_pattern if tile_base is not None else str(Path(tile_pattern).absolute()),
+                     catalog=os.path.relpath(catalog_path.absolute(), project.absolute()), columns=names)
+    summary.update(counts, built=True, labelled=int(labelled.sum()), empty_bands=[b for b, e in zip(profile.band_names, empty) if e])
+    if console is not None:
+        table_out = summary_table(summary, f"mmz build-cubes -> {path}")
+        table_out.add_row("labelled (usable z_spec)", str(summary["labelled"]))
+        table_out.add_row("no usable z_spec", str(counts["no_zspec"]))
+        table_out.add_row("z_spec outside the grid", str(counts["zspec_out_of_grid"]))
+        console.print(table_out)
+        if summary["empty_bands"]:
+            console.print(f"[yellow]warning:[/] no labelled object has data in band(s) "
+                          f"{', '.join(summary['empty_bands'])}: their normalisation is (0, 1)")
+    return summary

@@ -1,0 +1,100 @@
+"""build-cubes: labels, folds, normalisation, project config, and resuming after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+from conftest import survey_field
+
+from mmzcli.cubes import fold_of
+from mmzcli.cutout import Flag, compress
+
+
+def test_folds_are_deterministic_balanced_and_order_free():
+    ids = np.arange(100_000, dtype=np.int64) * 7 + 3
+    folds = fold_of(ids)
+    assert set(np.unique(folds)) == {0, 1, 2, 3, 4}
+    assert np.all(np.abs(np.bincount(folds) / len(ids) - 0.2) < 0.01)
+    shuffled = np.random.default_rng(0).permutation(len(ids))
+    np.testing.assert_array_equal(fold_of(ids[shuffled]), folds[shuffled])
+    assert fold_of(np.array([-5, 2**62])).dtype == np.int8
+
+
+def test_build_cubes_writes_labelled_normalised_store(tmp_path, run_mmz):
+    tiles, catalog = survey_field(tmp_path, n=60)
+    project = tmp_path / "proj"
+    code, _, err = run_mmz("-q", "build-cubes", "--survey", "tiny", "--project", project,
+                           "--tiles", f"{tiles}/*.fits", "--catalog", catalog)
+    assert code == 0, err
+    g = zarr.open_group(str(project / "cubes.zarr"), mode="r")
+    assert g["cubes"].shape == (60, 3, 32, 32) and g["cubes"].chunks == (32, 3, 32, 32)
+    assert g.attrs["complete"] and g.attrs["bands"] == ["g", "r", "i"] and g.attrs["n_labelled"] == 59
+    z, flags = g["z_spec"][:], g["flags"][:]
+    assert np.isnan(z[0]) and flags[0] & Flag.NO_ZSPEC and not np.isnan(z[1:]).any()
+    np.testing.assert_array_equal(g["fold"][:], fold_of(g["id"][:]))
+    assert g["mag_ref"].dtype == np.float32 and g["ebv"][:].max() <= 0.1
+    labelled = ~np.isnan(z)
+    cubes = compress(g["cubes"][:][labelled].astype(np.float64))
+    np.testing.assert_allclose(g["norm/mean"][:], cubes.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g["norm/std"][:], cubes.std(axis=(0, 2, 3)), rtol=1e-5)
+
+    # the project now remembers its inputs: a bare command finds a complete store and leaves it alone
+    stamp = (project / "cubes.zarr" / "zarr.json").stat().st_mtime_ns
+    code, _, err = run_mmz("build-cubes", "--project", project)
+    assert code == 0 and "nothing to do" in err
+    assert (project / "cubes.zarr" / "zarr.json").stat().st_mtime_ns == stamp
+    code, _, err = run_mmz("-q", "build-cubes", "--project", project, "--overwrite")
+    assert code == 0, err
+    assert "build-cubes" in (project / "mmz.yaml").read_text()
+
+
+def _blocks_done(partial):
+    try:
+        return len(json.loads((partial / "zarr.json").read_text())["attributes"]["blocks_done"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_killed_build_resumes_to_the_same_store(tmp_path):
+    tiles, catalog = survey_field(tmp_path, n=2500, shape=(400, 400), noise=0.05)
+    command = [sys.executable, "-m", "mmzcli", "-q", "build-cubes", "--survey", "tiny",
+               "--tiles", f"{tiles}/*.fits", "--catalog", str(catalog)]
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    subprocess.run(command + ["--project", str(reference)], check=True)
+
+    partial = resumed / "cubes.zarr.partial"
+    process = subprocess.Popen(command + ["--project", str(resumed)])
+    deadline = time.time() + 60
+    while _blocks_done(partial) < 2 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = _blocks_done(partial)
+    assert 2 <= done < 10, "the build must be killed in the middle (10 blocks in all)"
+    assert not (resumed / "cubes.zarr").exists()
+
+    subprocess.run(command + ["--project", str(resumed)], check=True)
+    a = zarr.open_group(str(reference / "cubes.zarr"), mode="r")
+    b = zarr.open_group(str(resumed / "cubes.zarr"), mode="r")
+    assert sorted(b.attrs["blocks_done"]) == list(range(0, 2500, 256))
+    for name in ("cubes", "band_ok", "flags", "id", "z_spec", "fold", "norm/mean", "norm/std"):
+        np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+    assert len(np.unique(b["id"][:])) == 2500
+    assert not (resumed / "cubes.zarr.partial").exists()
+
+
+@pytest.mark.parametrize("option", ["--tiles", "--catalog"])
+def test_missing_inputs_are_named(tmp_path, run_mmz, option):
+    tiles, catalog = survey_field(tmp_path, n=5)
+    args = {"--tiles": ["--catalog", catalog], "--catalog": ["--tiles", f"{tiles}/*.fits"]}[option]
+    code, _, err = run_mmz("build-cubes", "--survey", "tiny", "--project", tmp_path / "p", *args)
+    assert code == 2 and option in err and "mmz.yaml" in err
+    assert not os.path.exists(tmp_path / "p" / "cubes.zarr")
