@@ -146,6 +146,68 @@ def build_cubes(
         record_command(project, _state["argv"])
 
 
+# ----------------------------------------------------------------------------- training
+
+@app.command()
+def train(
+    profile: Annotated[Optional[str], typer.Option("--profile", "--survey", help="Survey profile [default: the project's].")] = None,
+    fusion: Annotated[str, typer.Option("--fusion", help="Fusion stage: extremely-early, very-early, early, middle, late.")] = "early",
+    project: ProjectOpt = Path("."),
+    name: Annotated[Optional[str], typer.Option("--name", help="Run name [default: from the settings, so the same command resumes].")] = None,
+    modality_size: Annotated[int, typer.Option("--modality-size", help="Bands per modality.", min=1)] = 2,
+    orders: Annotated[str, typer.Option("--orders", help="Modality orders, e.g. 1,2 (Table C.2).")] = "1",
+    modalities: Annotated[Optional[str], typer.Option("--modalities", help="Explicit modalities, e.g. 'u,g;g,r;r,i'.")] = None,
+    baseline: Annotated[bool, typer.Option("--baseline", help="One modality holding all bands (the paper's baseline).")] = False,
+    fusion_type: Annotated[str, typer.Option("--fusion-type", help="concat or cross.")] = "concat",
+    all_band_modality: Annotated[bool, typer.Option("--all-band-modality", help="Add a modality of all bands (paper 7.3).")] = False,
+    modality_dropout: Annotated[bool, typer.Option("--modality-dropout", help="Drop 0-5 modalities per batch; adds single-band modalities (paper 7.4).")] = False,
+    folds: Annotated[int, typer.Option("--folds", help="Train folds 0..N-1 of the 5.", min=1, max=5)] = 5,
+    fold: Annotated[Optional[int], typer.Option("--fold", help="Train this fold only.")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Models per fold (ensemble).", min=1)] = 1,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs per model.", min=1)] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size (per process).", min=1)] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    width: Annotated[float, typer.Option("--width", help="Channel-width multiplier (e.g. 0.25 on a CPU).")] = 1.0,
+    norm: Annotated[str, typer.Option("--norm", help="none (the paper) or batch: batch-norm in every conv, for fast small runs.")] = "none",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast.")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU; crashes on CPU with torch 2.13).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Require an existing run to continue.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the model, print its layout and parameter count, train nothing.")] = False,
+):
+    """Train the multimodal network: cross-validation folds x seeds, checkpointed after every epoch.
+
+    Writes PROJECT/runs/NAME/: config.yaml, fold<k>_seed<r>.pt, metrics.json, train.log, oof.npz.
+    Killed runs continue from their last complete epoch when the same command is run again.
+
+    Example: mmz train --profile hsc9 --fusion early --project P --epochs 30 --seeds 3
+    """
+    from mmzcli.errors import ConfigError
+    from mmzcli.project import project_profile
+    from mmzcli.profiles import load_profile
+    from mmzcli.train import RunSpec, TrainConfig, train_run
+
+    try:
+        order_list = tuple(int(o) for o in orders.split(","))
+    except ValueError:
+        raise ConfigError(f"--orders {orders}: expected integers separated by commas, e.g. 1,2") from None
+    spec = RunSpec(fusion=fusion, fusion_type=fusion_type, modality_size=modality_size, orders=order_list,
+                   modalities=modalities, baseline=baseline, all_band_modality=all_band_modality,
+                   modality_dropout=modality_dropout, width=width, norm=norm,
+                   train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seeds=seeds, device=device,
+                                     amp=amp, compile=compile,
+                                     folds=(fold,) if fold is not None else tuple(range(folds))))
+    if dry_run:
+        survey = load_profile(profile) if profile else project_profile(project, None)
+        train_run(project, survey, spec, name=name, dry_run=True)
+        return
+    survey = project_profile(project, profile)
+    run_name = name or spec.default_name()
+    if resume and not (project / "runs" / run_name / "config.yaml").exists():
+        raise ConfigError(f"--resume: no run '{run_name}' in {project / 'runs'}")
+    train_run(project, survey, spec, name=run_name, console=_console())
+
+
 # ----------------------------------------------------------------------------- simulation
 
 @app.command()

@@ -60,8 +60,12 @@ def write_catalog(path: Path, **columns) -> Path:
 
 def survey_field(tmp_path: Path, n: int = 40, bands=("g", "r", "i"), seed: int = 1, shape=(256, 256),
                  scale: float = 0.2, noise: float = 0.02):
-    """A small aligned field in every band of the 'tiny' profile plus a spectroscopic catalogue."""
+    """A small aligned field in every band of the 'tiny' profile plus a spectroscopic catalogue.
+
+    Colours encode redshift (band k is brighter by (1 + 3z)^k), so a network can learn z.
+    """
     rng = np.random.default_rng(seed)
+    z = rng.uniform(0.05, 0.95, n)
     ra0, dec0 = 150.0, 2.0
     wcs = tan_wcs(ra0, dec0, scale, shape)
     half = (shape[0] / 2 - 20) * scale / 3600
@@ -71,10 +75,10 @@ def survey_field(tmp_path: Path, n: int = 40, bands=("g", "r", "i"), seed: int =
     tiles = tmp_path / "tiles"
     tiles.mkdir(exist_ok=True)
     for k, band in enumerate(bands):
-        data = render(wcs, shape, [(a, d, f * (1 + 0.3 * k), 0.4) for a, d, f in zip(ra, dec, flux)], scale)
+        data = render(wcs, shape, [(a, d, f * (1 + 3 * zz) ** k, 0.4) for a, d, f, zz in zip(ra, dec, flux, z)],
+                      scale)
         data += rng.normal(0, noise, shape)
         write_tile(tiles / f"tile-0000-{band}.fits", band, wcs, data)
-    z = rng.uniform(0.05, 0.95, n)
     z[0] = np.nan  # one unusable redshift
     catalog = write_catalog(tmp_path / "specz.fits", ID=np.arange(1000, 1000 + n), RA=ra, DEC=dec,
                             Z_SPEC=z, EBV=rng.uniform(0, 0.1, n), MAG_i=rng.uniform(18, 22, n))

@@ -64,7 +64,7 @@ def _blocks_done(partial):
 
 
 def test_killed_build_resumes_to_the_same_store(tmp_path):
-    tiles, catalog = survey_field(tmp_path, n=2500, shape=(400, 400), noise=0.05)
+    tiles, catalog = survey_field(tmp_path, n=4000, shape=(400, 400), noise=0.05)
     command = [sys.executable, "-m", "mmzcli", "-q", "build-cubes", "--survey", "tiny",
                "--tiles", f"{tiles}/*.fits", "--catalog", str(catalog)]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
@@ -78,16 +78,16 @@ def test_killed_build_resumes_to_the_same_store(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = _blocks_done(partial)
-    assert 2 <= done < 10, "the build must be killed in the middle (10 blocks in all)"
+    assert 2 <= done < 16, "the build must be killed in the middle (16 blocks in all)"
     assert not (resumed / "cubes.zarr").exists()
 
     subprocess.run(command + ["--project", str(resumed)], check=True)
     a = zarr.open_group(str(reference / "cubes.zarr"), mode="r")
     b = zarr.open_group(str(resumed / "cubes.zarr"), mode="r")
-    assert sorted(b.attrs["blocks_done"]) == list(range(0, 2500, 256))
+    assert sorted(b.attrs["blocks_done"]) == list(range(0, 4000, 256))
     for name in ("cubes", "band_ok", "flags", "id", "z_spec", "fold", "norm/mean", "norm/std"):
         np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
-    assert len(np.unique(b["id"][:])) == 2500
+    assert len(np.unique(b["id"][:])) == 4000
     assert not (resumed / "cubes.zarr.partial").exists()
 
 

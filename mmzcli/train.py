@@ -1,0 +1,528 @@
+"""Training: cross-validation folds x seeds of the multimodal network, resumable, AMP, DDP.
+
+One process (CPU, or one GPU):
+    mmz train --profile hsc9 --fusion early --project P --name early2
+Several GPUs or processes (DistributedDataParallel; NCCL on GPUs, gloo on CPU):
+    torchrun --nproc-per-node 4 -m mmzcli train --profile hsc9 --fusion early --project P
+
+For every fold k (the objects of fold k validate, the others train) and seed r,
+the network is trained with Adam on loss = cross-entropy + MAE (paper eq. 1),
+with random flips and 90-degree rotations drawn on the device.  After every
+epoch a checkpoint holds the model, the optimiser, the epoch and the best
+state so far; each epoch's randomness is seeded from (seed, fold, epoch), so a
+run killed at any point and resumed ends with the same weights as one that was
+never interrupted.  The best epoch (lowest validation loss) is kept as
+``fold<k>_seed<r>.pt``; at the end, the out-of-fold PDFs of every labelled
+object (mean over seeds) go to ``oof.npz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmzcli.errors import ConfigError, InputError
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    seeds: int = 1
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast (CUDA and CPU)
+    channels_last: bool = True
+    compile: bool = False
+    memory_fraction: float = 0.5  # hold the training set in memory when it needs less than this share of free RAM
+    stream_chunks: int = 16  # chunks read together (and shuffled together) when streaming from Zarr
+
+
+# ----------------------------------------------------------------------------- data
+
+def read_rows(array, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` for sorted ``rows``, read slab by slab of whole chunks (never all at once)."""
+    out = np.empty((len(rows), *array.shape[1:]), array.dtype)
+    slab = array.chunks[0] * 32
+    i = 0
+    while i < len(rows):
+        lo = rows[i] // slab * slab
+        j = int(np.searchsorted(rows, lo + slab))
+        out[i:j] = array[lo:lo + slab][rows[i:j] - lo]
+        i = j
+    return out
+
+
+class CubeSource:
+    """The labelled cubes of a store: in memory when they fit, else read from Zarr in pools of chunks."""
+
+    def __init__(self, group, rows: np.ndarray, config: TrainConfig):
+        self.array = group["cubes"]
+        self.rows = np.sort(rows)
+        need = len(rows) * int(np.prod(self.array.shape[1:])) * 4
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        self.in_memory = need <= config.memory_fraction * free
+        self.stream_chunks = config.stream_chunks
+        self.band_ok = group["band_ok"][:]
+        self.ebv = group["ebv"][:].astype(np.float32)
+        self.z = group["z_spec"][:].astype(np.float32)
+        self.cubes = read_rows(self.array, self.rows) if self.in_memory else None
+
+    def cubes_of(self, rows: np.ndarray) -> np.ndarray:
+        if self.in_memory:
+            return self.cubes[np.searchsorted(self.rows, rows)]
+        order = np.argsort(rows)
+        out = np.empty((len(rows), *self.array.shape[1:]), np.float32)
+        out[order] = read_rows(self.array, rows[order])
+        return out
+
+    def batches(self, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
+                shard: tuple[int, int] = (0, 1)):
+        """(cubes, band_ok, ebv, z) batches over ``rows``: shuffled when ``rng`` is given.
+
+        Streaming shuffles chunks, then rows within pools of ``stream_chunks``
+        chunks.  With ``shard`` = (rank, world) every rank gets an equal share
+        of each step and incomplete steps are dropped, as DDP needs.
+        """
+        rank, world = shard
+        step = batch_size * world
+        if self.in_memory or rng is None:
+            pools = [rows]
+        else:
+            chunk = self.array.chunks[0]
+            chunks = rng.permutation(np.unique(rows // chunk))
+            pools = [rows[np.isin(rows // chunk, chunks[g:g + self.stream_chunks])]
+                     for g in range(0, len(chunks), self.stream_chunks)]
+        for pool in pools:
+            order = rng.permutation(pool) if rng is not None else pool
+            loaded = None if self.in_memory else self.cubes_of(order)
+            end = len(order) // step * step if rng is not None else len(order)
+            for start in range(0, end, step):
+                part = order[start:start + step][rank::world]
+                cubes = self.cubes_of(part) if loaded is None else loaded[start:start + step][rank::world]
+                yield cubes, self.band_ok[part], self.ebv[part], self.z[part]
+
+
+def labelled_rows(group) -> np.ndarray:
+    """Rows with a usable spectroscopic redshift and image data."""
+    from mmzcli.cutout import Flag
+
+    flags = group["flags"][:]
+    bad = Flag.NO_ZSPEC | Flag.ZSPEC_OUT_OF_GRID | Flag.OUTSIDE
+    return np.flatnonzero(np.isfinite(group["z_spec"][:]) & ((flags & bad) == 0))
+
+
+# ----------------------------------------------------------------------------- device helpers
+
+def augment(x):
+    """Random flips and 90-degree rotations, drawn per object on x's device (the torch RNG)."""
+    import torch
+
+    n = x.shape[0]
+    k = torch.randint(0, 4, (n,), device=x.device)
+    flip = torch.rand(n, device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    out = x.clone()
+    for turns in (1, 2, 3):
+        chosen = k == turns
+        if chosen.any():
+            out[chosen] = torch.rot90(x[chosen], turns, dims=(-2, -1))
+    return out
+
+
+def _to_device(batch, device, channels_last: bool):
+    import torch
+
+    cubes, band_ok, ebv, z = batch
+    non_blocking = device.type == "cuda"
+
+    def move(a):
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return (t.pin_memory() if non_blocking else t).to(device, non_blocking=non_blocking)
+
+    x = move(cubes)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, move(band_ok), move(ebv), move(z)
+
+
+def _autocast(device, enabled: bool):
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def _seed(*parts: int) -> int:
+    """One integer seed from several (run seed, fold, epoch), stable across runs and platforms."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: expected auto, cpu or cuda")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------- one model
+
+def bin_index(z, grid):
+    import torch
+
+    return torch.clamp(((z - grid.z_min) / grid.width).long(), 0, grid.n_bins - 1)
+
+
+def evaluate_rows(model, source: CubeSource, rows: np.ndarray, grid, device, config: TrainConfig):
+    """PDFs (softmax), regression estimates and mean loss over ``rows`` (eval mode, no augmentation)."""
+    import torch
+
+    from mmzcli.model import loss_fn
+
+    model.eval()
+    pdfs, regs, total = [], [], 0.0
+    with torch.no_grad():
+        for batch in source.batches(rows, 256):
+            x, ok, ebv, z = _to_device(batch, device, config.channels_last)
+            with _autocast(device, config.amp):
+                logits, z_reg = model(x, ebv, ok)
+            logits, z_reg = logits.float(), z_reg.float()
+            total += float(loss_fn(logits, z_reg, z, bin_index(z, grid))) * len(z)
+            pdfs.append(torch.softmax(logits, -1).cpu().numpy())
+            regs.append(z_reg.cpu().numpy())
+    return np.concatenate(pdfs), np.concatenate(regs), total / max(len(rows), 1)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_one(source: CubeSource, train_rows, val_rows, model_config, config: TrainConfig, grid, norm,
+              fold: int, seed: int, run_dir: Path, device, dist_info, report) -> dict:
+    """Train (or resume, or skip when finished) the model of one fold and seed. Returns its metrics."""
+    import torch
+
+    from mmzcli import metrics, pdf
+    from mmzcli.model import PhotoZNet, loss_fn
+
+    rank, world, distributed = dist_info
+    final = run_dir / f"fold{fold}_seed{seed}.pt"
+    if final.exists():
+        return torch.load(final, map_location="cpu", weights_only=True)["metrics"]
+    state_path = run_dir / f"fold{fold}_seed{seed}.state.pt"
+
+    torch.manual_seed(_seed(seed, fold))
+    model = PhotoZNet(model_config)
+    model.norm_mean.copy_(torch.as_tensor(norm[0]))
+    model.norm_std.copy_(torch.as_tensor(norm[1]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start, best, history = 0, {"loss": math.inf, "epoch": -1}, []
+    best_state = None
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best, history, best_state = state["epoch"] + 1, state["best"], state["history"], state["best_model"]
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    for value in optimizer.state.values():  # the optimiser state follows the model to its device
+        for key, tensor in value.items():
+            if torch.is_tensor(tensor) and key != "step":
+                value[key] = tensor.to(device)
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)
+
+    for epoch in range(start, config.epochs):
+        torch.manual_seed(_seed(seed, fold, epoch))
+        rng = np.random.default_rng(_seed(seed, fold, epoch))
+        model.train()
+        started, seen, running = time.perf_counter(), 0, 0.0
+        steps = len(train_rows) // (config.batch_size * world)
+        report.start_epoch(fold, seed, epoch, steps)
+        for batch in source.batches(train_rows, config.batch_size, rng, (rank, world)):
+            x, ok, ebv, z = _to_device(batch, device, config.channels_last)
+            x = augment(x)
+            with _autocast(device, config.amp):
+                logits, z_reg = net(x, ebv, ok)
+            loss = loss_fn(logits.float(), z_reg.float(), z, bin_index(z, grid))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(z) * world
+            running += loss.item()
+            report.step(loss.item(), seen / (time.perf_counter() - started))
+        pdfs, _, val_loss = evaluate_rows(model, source, val_rows, grid, device, config)
+        z_phot = pdf.median(pdfs, grid.edges())
+        scores = metrics.summary(z_phot, source.z[val_rows], report.threshold)
+        record = {"epoch": epoch, "train_loss": running / max(steps, 1), "val_loss": val_loss,
+                  "val_sigma_mad": scores["sigma_mad"], "val_eta": scores["eta"],
+                  "samples_per_s": seen / (time.perf_counter() - started)}
+        history.append(record)
+        if val_loss < best["loss"]:
+            best = {"loss": val_loss, "epoch": epoch}
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        report.end_epoch(record)
+        if rank == 0:
+            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                          "best": best, "best_model": best_state, "history": history}, state_path)
+        if distributed:
+            torch.distributed.barrier()
+
+    result = {"fold": fold, "seed": seed, "best_epoch": best["epoch"], "val_loss": best["loss"],
+              **{k: v for k, v in history[best["epoch"]].items() if k.startswith("val_")}, "history": history}
+    if rank == 0:
+        _atomic_save({"model": best_state, "config": asdict(model_config), "metrics": result}, final)
+        state_path.unlink(missing_ok=True)
+    if distributed:
+        torch.distributed.barrier()
+    return result
+
+
+# ----------------------------------------------------------------------------- reporting
+
+class Report:
+    """Progress on the terminal (rich) and one line per epoch in the run's log; silent off rank 0."""
+
+    def __init__(self, console, log_path: Path | None, threshold: float):
+        self.console, self.log_path, self.threshold = console, log_path, threshold
+        self.progress, self.task = None, None
+
+    def __enter__(self):
+        if self.console is not None and not self.console.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("loss {task.fields[loss]:.3f}  {task.fields[rate]:.0f} samples/s"),
+                                     TimeRemainingColumn(), console=self.console)
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def start_epoch(self, fold, seed, epoch, steps):
+        self.where = f"fold {fold} seed {seed} epoch {epoch + 1}"
+        if self.progress is not None:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(self.where, total=steps, loss=0.0, rate=0.0)
+
+    def step(self, loss, rate):
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, loss=loss, rate=rate)
+
+    def end_epoch(self, record):
+        line = (f"{self.where}: train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
+                f"sigma_MAD {record['val_sigma_mad']:.4f}  eta {record['val_eta']:.3f}  "
+                f"{record['samples_per_s']:.0f} samples/s")
+        self.log(line)
+        if self.progress is not None:
+            self.progress.console.print(line)
+
+    def log(self, line: str):
+        if self.log_path is not None:
+            with open(self.log_path, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
+
+# ----------------------------------------------------------------------------- a run
+
+@dataclass
+class RunSpec:
+    """What the command line asks for; ``model_config`` turns it into the network's configuration."""
+
+    fusion: str = "early"
+    fusion_type: str = "concat"
+    modality_size: int = 2
+    orders: tuple[int, ...] = (1,)
+    modalities: str | None = None  # explicit "u,g;g,r"
+    baseline: bool = False
+    all_band_modality: bool = False
+    modality_dropout: bool = False
+    width: float = 1.0
+    norm: str = "none"  # none (the paper) | batch: learns much faster at the small widths of CPU studies
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def default_name(self) -> str:
+        if self.baseline:
+            return f"baseline-w{self.width:g}" + ("-bn" if self.norm == "batch" else "")
+        if self.modalities:
+            return f"{self.fusion}-custom-w{self.width:g}"
+        orders = "".join(map(str, self.orders))
+        extras = ("-all" if self.all_band_modality else "") + ("-mdrop" if self.modality_dropout else "")
+        extras += "-bn" if self.norm == "batch" else ""
+        return f"{self.fusion}-{self.fusion_type}-s{self.modality_size}o{orders}{extras}-w{self.width:g}"
+
+
+def model_config(spec: RunSpec, profile):
+    from mmzcli.model import ModelConfig, add_modalities, modalities_from_profile, parse_modalities
+
+    bands = tuple(profile.band_names)
+    if spec.baseline:
+        groups = (bands,)
+    elif spec.modalities:
+        groups = add_modalities(parse_modalities(spec.modalities, bands), bands, all_band=spec.all_band_modality,
+                                single_band=spec.modality_dropout)
+    else:
+        groups = modalities_from_profile(bands, spec.modality_size, spec.orders, all_band=spec.all_band_modality,
+                                         single_band=spec.modality_dropout)
+    grid = profile.redshift_grid
+    return ModelConfig(bands=bands, modalities=groups, fusion=spec.fusion, fusion_type=spec.fusion_type,
+                       n_bins=grid.n_bins, z_min=grid.z_min, z_max=grid.z_max, width=spec.width,
+                       modality_dropout=spec.modality_dropout, norm=spec.norm)
+
+
+def _distributed(device_name: str):
+    """(rank, world size, distributed?) from torchrun's environment; starts the process group."""
+    import torch
+
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, False
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        cuda = device_name != "cpu" and torch.cuda.is_available()
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None, dry_run: bool = False,
+              console=None) -> dict:
+    """``mmz train``: every fold x seed of one configuration, then the out-of-fold PDFs."""
+    import torch
+    import yaml
+
+    from mmzcli import __version__, metrics, pdf
+    from mmzcli.model import PhotoZNet, count_parameters
+    from mmzcli.project import atomic_write_text
+    from mmzcli.store import open_store
+
+    config = model_config(spec, profile)
+    if dry_run:
+        with torch.device("meta"):  # the layout and the count, without allocating the weights
+            model = PhotoZNet(config)
+        print(model.summary())
+        print(f"parameters: {count_parameters(model)}")
+        return {"parameters": count_parameters(model)}
+
+    store_path = Path(project) / "cubes.zarr"
+    group = open_store(store_path)
+    if list(group.attrs["bands"]) != profile.band_names:
+        raise InputError(f"{store_path}: its bands ({', '.join(group.attrs['bands'])}) differ from profile "
+                         f"{profile.name}'s ({', '.join(profile.band_names)}); use the profile it was built with")
+    rows = labelled_rows(group)
+    if len(rows) == 0:
+        raise InputError(f"{store_path}: no labelled object (usable Z_SPEC and image data); nothing to train on")
+    folds = group["fold"][:]
+    for k in spec.train.folds:
+        if not 0 <= k < group.attrs["n_folds"]:
+            raise ConfigError(f"--fold {k}: the store has folds 0..{group.attrs['n_folds'] - 1}")
+        if not np.any(folds[rows] != k) or not np.any(folds[rows] == k):
+            raise InputError(f"{store_path}: fold {k} leaves no training or no validation object")
+
+    rank, world, distributed = _distributed(spec.train.device)
+    device = resolve_device(spec.train.device)
+    name = name or spec.default_name()
+    run_dir = Path(project) / "runs" / name
+    settings = {"mmz_version": __version__, "profile": profile.name, "store": str(store_path),
+                "model": asdict(config), "run": {k: v for k, v in asdict(spec).items() if k != "train"},
+                "train": {k: v for k, v in asdict(spec.train).items()  # what changes the weights; folds may be
+                          if k in ("epochs", "batch_size", "lr", "seeds", "amp", "channels_last")}}  # run apart
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as YAML reads them back
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = run_dir / "config.yaml"
+        if config_path.exists():
+            previous = yaml.safe_load(config_path.read_text())
+            if {k: v for k, v in previous.items() if k != "mmz_version"} != \
+                    {k: v for k, v in settings.items() if k != "mmz_version"}:
+                raise ConfigError(f"{config_path}: run '{name}' exists with other settings; "
+                                  f"choose another --name or remove {run_dir}")
+        else:
+            atomic_write_text(config_path, yaml.safe_dump(settings, sort_keys=False))
+    if distributed:
+        torch.distributed.barrier()
+
+    source = CubeSource(group, rows, spec.train)
+    norm = (group["norm/mean"][:], group["norm/std"][:])
+    grid = profile.redshift_grid
+    log_path = run_dir / "train.log" if rank == 0 else None
+    with Report(console if rank == 0 else None, log_path, profile.outlier_threshold) as report:
+        report.log(f"start: {len(rows)} labelled objects ({'in memory' if source.in_memory else 'streamed'}), "
+                   f"device {device}, world size {world}")
+        for fold in spec.train.folds:
+            train_rows, val_rows = rows[folds[rows] != fold], rows[folds[rows] == fold]
+            for seed in range(spec.train.seeds):
+                train_one(source, train_rows, val_rows, config, spec.train, grid, norm, fold, seed,
+                          run_dir, device, (rank, world, distributed), report)
+
+    summary = {}
+    if rank == 0:  # over every finished model of the run, also those trained by other commands (--fold K)
+        done = [k for k in range(group.attrs["n_folds"])
+                if all((run_dir / f"fold{k}_seed{r}.pt").exists() for r in range(spec.train.seeds))]
+        summary["models"] = [torch.load(run_dir / f"fold{k}_seed{r}.pt", map_location="cpu",
+                                        weights_only=True)["metrics"] for k in done for r in range(spec.train.seeds)]
+        oof = out_of_fold(run_dir, source, rows, folds, done, spec, config, grid, group, device)
+        summary["oof"] = metrics.summary(pdf.median(oof["pdf"], grid.edges()), oof["z_spec"],
+                                         profile.outlier_threshold)
+        atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
+        if console is not None:
+            o = summary["oof"]
+            console.print(f"run {name}: {o['n']} out-of-fold objects, sigma_MAD {o['sigma_mad']:.4f}, "
+                          f"eta {o['eta']:.3f}, bias {o['bias']:+.4f} -> {run_dir}")
+    if distributed:
+        torch.distributed.barrier()
+    return summary
+
+
+def out_of_fold(run_dir: Path, source: CubeSource, rows, folds, done, spec: RunSpec, config, grid, group, device):
+    """The labelled objects of the ``done`` folds, predicted by the models that did not see them (mean over seeds)."""
+    import torch
+
+    from mmzcli.model import PhotoZNet
+
+    parts = []
+    for fold in done:
+        val_rows = rows[folds[rows] == fold]
+        pdfs, regs = 0.0, 0.0
+        for seed in range(spec.train.seeds):
+            model = PhotoZNet(config)
+            model.load_state_dict(torch.load(run_dir / f"fold{fold}_seed{seed}.pt", map_location="cpu",
+                                             weights_only=True)["model"])
+            model.to(device)
+            p, r, _ = evaluate_rows(model, source, val_rows, grid, device, spec.train)
+            pdfs, regs = pdfs + p / spec.train.seeds, regs + r / spec.train.seeds
+        parts.append((val_rows, pdfs, regs))
+    order = np.concatenate([p[0] for p in parts])
+    oof = {"id": group["id"][:][order], "fold": folds[order], "z_spec": source.z[order],
+           "mag_ref": group["mag_ref"][:][order], "ebv": source.ebv[order],
+           "pdf": np.concatenate([p[1] for p in parts]).astype(np.float32),
+           "z_reg": np.concatenate([p[2] for p in parts]).astype(np.float32)}
+    tmp = run_dir / ".oof.tmp.npz"
+    np.savez(tmp, **oof)
+    os.replace(tmp, run_dir / "oof.npz")
+    return oof

@@ -1,0 +1,136 @@
+"""mmz train: learning, checkpoints, resuming after SIGKILL, DDP on CPU, bad settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from conftest import survey_field
+
+TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A tiny-profile project with 400 labelled objects whose colours encode z."""
+    tmp = tmp_path_factory.mktemp("train")
+    tiles, catalog = survey_field(tmp, n=400, shape=(320, 320))
+    project = tmp / "proj"
+    command = [sys.executable, "-m", "mmzcli", "-q", "build-cubes", "--survey", "tiny", "--project", str(project),
+               "--tiles", f"{tiles}/*.fits", "--catalog", str(catalog)]
+    subprocess.run(command, check=True)
+    return project
+
+
+def mmz(*args, check=True, **kwargs):
+    return subprocess.run([sys.executable, "-m", "mmzcli", *map(str, args)], capture_output=True, text=True,
+                          check=check, **kwargs)
+
+
+def test_training_learns_and_writes_the_run(project):
+    mmz("-q", "train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY)
+    run = project / "runs" / "learn"
+    assert {"config.yaml", "fold0_seed0.pt", "metrics.json", "train.log", "oof.npz"} <= {p.name for p in run.iterdir()}
+    result = json.loads((run / "metrics.json").read_text())
+    history = result["models"][0]["history"]
+    # the colours carry z: the scatter falls far below that of a guess from the z distribution alone
+    assert history[-1]["train_loss"] < 0.9 * history[0]["train_loss"]
+    assert min(h["val_sigma_mad"] for h in history) < 0.6 * history[0]["val_sigma_mad"]
+    checkpoint = torch.load(run / "fold0_seed0.pt", weights_only=True)
+    assert checkpoint["metrics"]["best_epoch"] == int(np.argmin([h["val_loss"] for h in history]))
+    oof = np.load(run / "oof.npz")
+    g = zarr.open_group(str(project / "cubes.zarr"), mode="r")
+    assert set(oof["fold"]) == {0} and len(oof["id"]) == int(((g["fold"][:] == 0) & np.isfinite(g["z_spec"][:])).sum())
+    np.testing.assert_allclose(oof["pdf"].sum(axis=1), 1.0, atol=1e-5)
+    assert len(open(run / "train.log").read().splitlines()) == 9  # a start line and one line per epoch
+    # the same command again finds the work done
+    again = mmz("train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY)
+    assert json.loads((run / "metrics.json").read_text())["models"] == result["models"], again.stderr
+
+
+def _epochs_done(state: Path) -> int:
+    try:
+        return torch.load(state, weights_only=True)["epoch"] + 1
+    except Exception:
+        return 0
+
+
+def test_killed_run_resumes_to_the_same_weights(project):
+    args = ["--project", project, "--fold", 1, "--epochs", 4, *TINY]
+    mmz("-q", "train", *args, "--name", "straight")
+    process = subprocess.Popen([sys.executable, "-m", "mmzcli", "-q", "train", *map(str, args), "--name", "killed"])
+    state = project / "runs" / "killed" / "fold1_seed0.state.pt"
+    deadline = time.time() + 600
+    while _epochs_done(state) < 2 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 2 <= _epochs_done(state) < 4, "the run must be killed between epochs 2 and 4"
+    mmz("-q", "train", *args, "--name", "killed", "--resume")
+    a = torch.load(project / "runs" / "straight" / "fold1_seed0.pt", weights_only=True)
+    b = torch.load(project / "runs" / "killed" / "fold1_seed0.pt", weights_only=True)
+    assert a["metrics"]["best_epoch"] == b["metrics"]["best_epoch"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+
+
+def test_ddp_with_two_gloo_processes(project):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+               "-m", "mmzcli", "-q", "train", "--project", str(project), "--fold", "2", "--epochs", "2",
+               "--name", "ddp", "--device", "cpu", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = project / "runs" / "ddp"
+    assert (run / "fold2_seed0.pt").exists() and (run / "oof.npz").exists()
+    assert "world size 2" in (run / "train.log").read_text()
+
+
+def test_dry_run_prints_layout_and_parameter_count():
+    out = mmz("train", "--profile", "hsc9", "--fusion", "early", "--dry-run").stdout
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("parameters: ") and 0.95 * 12.51e6 < int(last.split()[1]) < 1.05 * 12.51e6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fusion", "sideways"], "fusion"),
+    (["--modalities", "g,r;r,q"], "'q'"),
+    (["--profile", "hsc6"], "this project is for survey 'tiny'"),
+])
+def test_bad_settings(project, args, message):
+    result = mmz("train", "--project", project, "--fold", 0, "--epochs", 1, *TINY, *args, check=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_bad_stores(tmp_path, project):
+    result = mmz("train", "--project", tmp_path, "--profile", "tiny", *TINY, check=False)
+    assert result.returncode == 2 and "cubes.zarr: no such store" in result.stderr
+    # a store whose bands differ from the profile's
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "cubes.zarr").symlink_to(project / "cubes.zarr")
+    custom = tmp_path / "p.yaml"
+    custom.write_text("extends: tiny\nname: tiny\nbands:\n  - {name: z, filter: sdss_z0, wavelength: 8917, depth: 23,"
+                      " psf_fwhm: 0.7, zeropoint: 27, extinction: 1.263}\n")
+    result = mmz("train", "--project", other, "--profile", custom, *TINY, check=False)
+    assert result.returncode == 2 and "differ from profile" in result.stderr
+    # a store with no labelled object
+    empty = tmp_path / "empty"
+    src = zarr.open_group(str(project / "cubes.zarr"), mode="r")
+    dst = zarr.open_group(str(empty / "cubes.zarr"), mode="w")
+    for name in ("cubes", "band_ok", "flags", "id", "ra", "dec", "ebv", "mag_ref", "fold", "norm/mean", "norm/std"):
+        dst.create_array(name, data=src[name][:])
+    dst.create_array("z_spec", data=np.full(src["z_spec"].shape, np.nan, np.float32))
+    dst.attrs.update(dict(src.attrs))
+    result = mmz("train", "--project", empty, "--profile", "tiny", *TINY, check=False)
+    assert result.returncode == 2 and "no labelled object" in result.stderr
