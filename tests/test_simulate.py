@@ -1,0 +1,297 @@
+"""mmz simulate: files and headers, determinism, physics, photometry on the pixels, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from mmzcli.errors import ConfigError, InputError
+from mmzcli.profiles import load_profile, shipped_profiles_dir
+from mmzcli.simulate import simulate_survey, spectroscopic_catalog
+
+TILE = 256  # tiny: 0.2"/px, 32 px cutouts -> 36 targets per tile
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("sim") / "tiny"
+    simulate_survey("tiny", 40, project, seed=3, tile_size=TILE, jobs=1)
+    return project
+
+
+def digests(project: Path) -> dict[str, str]:
+    files = sorted((project / "tiles").glob("*.fits")) + [project / "specz.fits", project / "truth.fits"]
+    return {p.relative_to(project).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def user_profile(tmp_path: Path, simulation: dict, base: str = "tiny") -> Path:
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(shipped_profiles_dir() / f"{base}.yaml"),
+                                    "name": "mine", "simulation": simulation}))
+    return path
+
+
+def inject(tmp_path: Path, rows: dict, profile="tiny", **kw) -> Path:
+    cat = tmp_path / "objects.fits"
+    Table(rows).write(cat, overwrite=True)
+    project = tmp_path / "inj"
+    simulate_survey(profile, 0, project, catalog=cat, tile_size=TILE, **kw)
+    return project
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_writes_one_image_per_band_per_tile_with_honest_headers(tiny_run):
+    profile = load_profile("tiny")
+    names = sorted(p.name for p in (tiny_run / "tiles").iterdir())
+    assert names == [f"tile-{t:04d}-{b}.fits" for t in (0, 1) for b in sorted(profile.band_names)]
+    for band in profile.bands:
+        with fits.open(tiny_run / "tiles" / f"tile-0001-{band.name}.fits") as hdul:
+            hdr, data = hdul[0].header, hdul[0].data
+            assert data.dtype == np.dtype(">f4") and data.shape == (TILE, TILE)
+            assert hdr["FILTER"] == band.name and hdr["MAGZERO"] == band.zeropoint
+            assert hdr["SEEING"] == band.psf_fwhm and hdr["GAIN"] > 0 and hdr["EXPTIME"] > 0
+            assert hdr["BUNIT"] and "DATE" not in hdr
+            wcs = WCS(hdr)
+            assert wcs.wcs.ctype[0] == "RA---TAN"
+            assert np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600 == pytest.approx(profile.pixel_scale)
+            assert abs(np.median(data)) < 0.2 * np.std(data)  # background-subtracted
+    leftovers = [p.name for p in tiny_run.rglob(".*")]
+    assert leftovers == []  # no temporary files left behind
+
+
+def test_specz_truth_and_config_are_consistent(tiny_run):
+    specz = Table.read(tiny_run / "specz.fits")
+    truth = Table.read(tiny_run / "truth.fits")
+    assert len(specz) == 40 and len(set(specz["ID"])) == 40 and specz["ID"].dtype.kind == "i" and specz["ID"].dtype.itemsize == 8
+    for col in ["RA", "DEC", "Z_SPEC", "EBV"] + [f"{k}_{b}" for k in ("MAG", "MAGERR") for b in "gri"]:
+        assert col in specz.colnames
+    assert len(truth) > len(specz) and {0, 2}.issubset(set(truth["ROLE"]))  # neighbours too
+    matched = truth[np.isin(truth["ID"], specz["ID"])]
+    assert np.all(matched["ROLE"] == 0)
+    assert np.allclose(matched["RA"], specz["RA"]) and np.allclose(matched["EBV"], specz["EBV"], rtol=1e-6)
+    dz = np.abs(specz["Z_SPEC"] - matched["Z"]) / (1 + matched["Z"])
+    assert np.mean(dz < 1e-3) > 0.9  # small errors, a few wrong redshifts at most
+    # observed magnitudes scatter around the truth by about their errors (bright objects)
+    pull = (specz["MAG_i"] - matched["MAG_i"]) / specz["MAGERR_i"]
+    assert np.median(np.abs(pull)) < 1.5
+    config = yaml.safe_load((tiny_run / "mmz.yaml").read_text())
+    assert config["inputs"]["tiles"] == "tiles/*.fits" and config["inputs"]["catalog"] == "specz.fits"
+    assert config["inputs"]["columns"]["mag_ref"] == "MAG_i" and config["profile"]["name"] == "tiny"
+
+
+def test_same_seed_gives_identical_files_whatever_the_number_of_processes(tiny_run, tmp_path):
+    simulate_survey("tiny", 40, tmp_path / "again", seed=3, tile_size=TILE, jobs=2)
+    assert digests(tmp_path / "again") == digests(tiny_run)
+    simulate_survey("tiny", 40, tmp_path / "other", seed=4, tile_size=TILE, jobs=1)
+    assert digests(tmp_path / "other")["specz.fits"] != digests(tiny_run)["specz.fits"]
+
+
+def test_leftovers_of_a_killed_run_are_cleared_and_never_look_complete(tmp_path):
+    project = tmp_path / "p"
+    (project / ".tiles.999.tmp").mkdir(parents=True)
+    (project / ".tiles.999.tmp" / "tile-0000-g.fits").write_bytes(b"half")
+    (project / ".specz.fits.999.tmp.fits").write_bytes(b"half")
+    simulate_survey("tiny", 5, project, tile_size=TILE)
+    assert sorted(p.name for p in project.iterdir()) == ["mmz.yaml", "specz.fits", "tiles", "truth.fits"]
+
+
+def test_existing_simulation_needs_overwrite(tiny_run, tmp_path):
+    with pytest.raises(InputError, match="--overwrite"):
+        simulate_survey("tiny", 40, tiny_run, seed=3, tile_size=TILE)
+    project = tmp_path / "p"
+    simulate_survey("tiny", 5, project, tile_size=TILE)
+    simulate_survey("tiny", 8, project, tile_size=TILE, overwrite=True)
+    assert len(Table.read(project / "specz.fits")) == 8
+    assert len(list((project / "tiles").glob("*.fits"))) == 3
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"profile": "nosuch"}, ConfigError, "unknown profile 'nosuch'"),
+    ({"n": 0}, InputError, "positive"),
+    ({"n": -3}, InputError, "positive"),
+    ({"tile_size": 40}, InputError, "tile-size"),
+])
+def test_bad_arguments_are_one_clear_error(tmp_path, kwargs, error, match):
+    args = {"profile": "tiny", "n": 5, "project": tmp_path / "p", "tile_size": TILE, **kwargs}
+    with pytest.raises(error, match=match):
+        simulate_survey(args.pop("profile"), args.pop("n"), args.pop("project"), **args)
+
+
+def test_unwritable_project_is_an_input_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(InputError, match="cannot write"):
+        simulate_survey("tiny", 5, blocker / "project", tile_size=TILE)
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"spec": {"z_maximum": 1.0}}, r"mine.yaml: simulation.spec: unknown key 'z_maximum'"),
+    ({"spec": {"z_error": "small"}}, r"mine.yaml: simulation.spec.z_error: expected a number, got 'small'"),
+    ({"grids": [{"bands": ["K"], "pixel_scale": 0.15}]}, r"simulation.grids\[0\].bands: no band 'K'"),
+    ({"spec": {"mag_fractions": [[20, 0.5], [22, 0.4]]}}, r"mag_fractions: expected .* summing to 1"),
+])
+def test_bad_simulation_section_names_the_file_and_key(tmp_path, section, match):
+    path = user_profile(tmp_path, section)
+    with pytest.raises(ConfigError, match=match):
+        simulate_survey(str(path), 5, tmp_path / "p", tile_size=TILE)
+    assert not (tmp_path / "p").exists()
+
+
+def test_injection_catalogue_lacking_a_band_is_refused(tmp_path):
+    cat = tmp_path / "objects.fits"
+    Table({"Z": [0.3], "MAG_g": [20.0], "MAG_r": [19.5]}).write(cat)
+    with pytest.raises(InputError, match="lacks column 'MAG_I'"):
+        simulate_survey("tiny", 0, tmp_path / "p", catalog=cat, tile_size=TILE)
+    Table({"MAG_g": [20.0], "MAG_r": [19.5], "MAG_i": [19.0]}).write(cat, overwrite=True)
+    with pytest.raises(InputError, match="lacks column 'Z'"):
+        simulate_survey("tiny", 0, tmp_path / "p", catalog=cat, tile_size=TILE)
+    assert not (tmp_path / "p").exists()  # refused before anything is written
+
+
+# ----------------------------------------------------------------------------- pixels
+
+
+def aperture_photometry(project: Path, band, ra, dec, radius_arcsec):
+    """Magnitudes in circular apertures, and centroid offsets [px] from the WCS positions."""
+    with fits.open(project / "tiles" / f"tile-0000-{band.name}.fits") as hdul:
+        data, wcs = hdul[0].data.astype(float), WCS(hdul[0].header)
+    scale = np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600
+    x, y = wcs.all_world2pix(ra, dec, 0)
+    yy, xx = np.mgrid[0:data.shape[0], 0:data.shape[1]]
+    mags, offsets = [], []
+    for a, b in zip(x, y):
+        inside = np.hypot(xx - a, yy - b) < radius_arcsec / scale
+        mags.append(band.zeropoint - 2.5 * np.log10(data[inside].sum()))
+        core = np.hypot(xx - a, yy - b) < 1.0 / scale
+        w = data * core
+        offsets.append(np.hypot((w * xx).sum() / w.sum() - a, (w * yy).sum() / w.sum() - b))
+    return np.array(mags), np.array(offsets)
+
+
+def test_injected_objects_are_recovered_by_aperture_photometry(tmp_path):
+    profile = load_profile("tiny")
+    ra = 150.0 + np.array([-15, 0, 15]) / 3600
+    dec = 2.2 + np.array([-12, 14, -3]) / 3600
+    mags = {"MAG_g": [18.6, 18.0, 19.1], "MAG_r": [18.0, 17.2, 18.7], "MAG_i": [17.7, 16.8, 18.5]}
+    project = inject(tmp_path, {"Z": [0.1, 0.45, 0.8], "RA": ra, "DEC": dec, "R_HALF": [0.3, 0.5, 0.25], **mags})
+    truth = Table.read(project / "truth.fits")
+    assert len(truth) == 3 and np.all(truth["ROLE"] == 0)
+    for band in profile.bands:
+        assert np.allclose(truth[f"MAG_{band.name}"], mags[f"MAG_{band.name}"], atol=1e-6)
+        measured, offsets = aperture_photometry(project, band, ra, dec, radius_arcsec=4.0)
+        assert np.allclose(measured, mags[f"MAG_{band.name}"], atol=0.05), (band.name, measured)
+        assert np.all(offsets < 0.1), offsets  # drawn where the WCS says, to a tenth of a pixel
+
+
+def test_measured_depth_and_psf_match_the_profile(tmp_path):
+    from scipy.optimize import least_squares
+
+    profile = load_profile("tiny")
+    # three point-like, bright objects: the rest of the tile is empty sky
+    ra = 150.0 + np.array([-15, 0, 15]) / 3600
+    dec = 2.2 + np.array([14, -14, 7]) / 3600
+    project = inject(tmp_path, {"Z": [0.3] * 3, "RA": ra, "DEC": dec, "R_HALF": [1e-3] * 3,
+                                "MAG_g": [18.0] * 3, "MAG_r": [18.0] * 3, "MAG_i": [18.0] * 3})
+    import galsim
+
+    rng = np.random.default_rng(1)
+    for band in profile.bands:
+        with fits.open(project / "tiles" / f"tile-0000-{band.name}.fits") as hdul:
+            data, wcs = hdul[0].data.astype(float), WCS(hdul[0].header)
+        psf = galsim.Moffat(beta=3.5, fwhm=band.psf_fwhm).drawImage(nx=21, ny=21, scale=profile.pixel_scale).array
+        xs, ys = wcs.all_world2pix(ra, dec, 0)
+        fluxes = []
+        for _ in range(600):  # optimal PSF photometry at places far from the objects
+            i, j = rng.integers(15, TILE - 15, 2)
+            if np.min(np.hypot(xs - i, ys - j)) > 30:
+                fluxes.append(np.sum(psf * data[j - 10:j + 11, i - 10:i + 11]) / np.sum(psf ** 2))
+        depth = band.zeropoint - 2.5 * np.log10(5 * np.std(fluxes))
+        assert depth == pytest.approx(band.depth, abs=0.2)
+        yy, xx = np.mgrid[-10:11, -10:11]
+        for x0, y0 in zip(xs, ys):
+            ix, iy = int(round(x0)), int(round(y0))
+            cut = data[iy - 10:iy + 11, ix - 10:ix + 11]
+
+            def resid(p):
+                amp, dx, dy, fwhm, beta = p
+                alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
+                return (amp * (1 + ((xx - dx) ** 2 + (yy - dy) ** 2) / alpha ** 2) ** -beta - cut).ravel()
+
+            fit = least_squares(resid, [cut.max(), x0 - ix, y0 - iy, 4.0, 3.0],
+                                bounds=([0, -2, -2, 0.5, 1.1], [np.inf, 2, 2, 20, 20]))
+            assert fit.x[3] * profile.pixel_scale == pytest.approx(band.psf_fwhm, rel=0.10)
+
+
+def test_other_pixel_grid_with_partial_coverage(tmp_path):
+    """As hsc9's NIR: a band on its own rotated grid covering part of each tile."""
+    path = user_profile(tmp_path, {"grids": [{"bands": ["i"], "pixel_scale": 0.25, "rotation": 2.0,
+                                              "coverage": 0.6}]})
+    project = tmp_path / "grid"
+    simulate_survey(str(path), 30, project, seed=1, tile_size=TILE)
+    hdr_i = fits.getheader(project / "tiles" / "tile-0000-i.fits")
+    hdr_r = fits.getheader(project / "tiles" / "tile-0000-r.fits")
+    wcs = WCS(hdr_i)
+    assert np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600 == pytest.approx(0.25)
+    assert hdr_i["NAXIS1"] < hdr_r["NAXIS1"]
+    truth = Table.read(project / "truth.fits")
+    assert 0.4 < np.mean(truth["IN_i"]) < 0.8 and np.all(truth["IN_r"][truth["ROLE"] == 0])
+    specz = Table.read(project / "specz.fits")
+    inside = truth["IN_i"][truth["ROLE"] == 0]
+    assert np.all(np.isfinite(np.asarray(specz["MAG_r"])))
+    assert np.all(np.ma.getmaskarray(specz["MAG_i"]) == ~inside)  # NaN where not covered
+
+
+# ----------------------------------------------------------------------------- physics
+
+
+def test_igm_and_milky_way_dust():
+    from mmzcli.sim_sed import igm_transmission, photometry_grid
+
+    forest = igm_transmission(np.linspace(1050 * 4, 1170 * 4, 50), 3.0).mean()
+    assert 0.6 < forest < 0.85  # mean Lyman-alpha forest transmission at z = 3
+    assert igm_transmission(np.array([1300.0 * 4]), 3.0)[0] == 1.0
+    profile = load_profile("sdss")
+    grid = photometry_grid(tuple(b.filter for b in profile.bands))
+    one = np.ones(1)
+    for k in (0, 3):  # E and Im at z = 0.1: A_b / E(B-V) close to the profile's R_b
+        dimming = -2.5 * np.log10(grid.relative_fluxes(k * one, 0.1 * one, 0 * one, 0.1 * one)
+                                  / grid.relative_fluxes(k * one, 0.1 * one, 0 * one))[0] / 0.1
+        assert np.allclose(dimming, [b.extinction for b in profile.bands], rtol=0.08)
+    red = [-2.5 * np.log10(grid.relative_fluxes(0 * one, z * one, 0 * one)[0]) for z in (0.1, 0.4)]
+    assert (red[1][1] - red[1][2]) - (red[0][1] - red[0][2]) > 0.5  # g-r of E reddens with z
+
+
+def test_sdss_population_is_the_main_galaxy_sample():
+    cat = spectroscopic_catalog("sdss", 1500, seed=2)
+    assert 0.08 < np.median(cat["Z_TRUE"]) < 0.12 and cat["Z_TRUE"].max() <= 0.4
+    mag_r = np.asarray(cat["MAG_r"]) - 2.285 * cat["EBV"]  # dereddened, noisy
+    assert np.percentile(mag_r, 99) < 17.9 and 0.3 < np.mean(cat["KIND"] == 0) < 0.7
+
+
+def test_cfhtls_sample_follows_the_magnitude_fractions():
+    cat = spectroscopic_catalog("cfhtls", 1000, seed=2)
+    i = np.asarray(cat["MAG_i"]) - 1.632 * cat["EBV"]
+    fractions = [np.mean(i <= 19.5), np.mean((i > 19.5) & (i <= 22.5)), np.mean(i > 22.5)]
+    assert np.allclose(fractions, [0.34, 0.57, 0.09], atol=0.04)
+    assert cat["Z_TRUE"].max() > 1.5
+
+
+def test_cli_turns_bad_input_into_exit_code_2(tiny_run, capsys):
+    from mmzcli.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--profile", "tiny", "-n", "5", "--project", str(tiny_run)])
+    assert exit_info.value.code == 2
+    assert "--overwrite" in capsys.readouterr().err
