@@ -252,6 +252,7 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    uncompiled = net
     if config.compile:
         net = torch.compile(net)
 
@@ -265,12 +266,24 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
         for batch in source.batches(train_rows, config.batch_size, rng, (rank, world)):
             x, ok, ebv, z = _to_device(batch, device, config.channels_last)
             x = augment(x)
-            with _autocast(device, config.amp):
-                logits, z_reg = net(x, ebv, ok)
-            loss = loss_fn(logits.float(), z_reg.float(), z, bin_index(z, grid))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+
+            def step(net):
+                with _autocast(device, config.amp):
+                    logits, z_reg = net(x, ebv, ok)
+                loss = loss_fn(logits.float(), z_reg.float(), z, bin_index(z, grid))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                return loss
+
+            try:
+                loss = step(net)
+            except Exception as exc:  # torch.compile fails in training on some stacks (torch 2.13 CPU)
+                if net is uncompiled:
+                    raise
+                report.log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training uncompiled")
+                net = uncompiled
+                loss = step(net)
             seen += len(z) * world
             running += loss.item()
             report.step(loss.item(), seen / (time.perf_counter() - started))
