@@ -113,7 +113,7 @@ def main():
                 floor = floor_rate(images, ra, dec, profile.cutout_size)
                 line += f"   numpy floor {floor:9,.0f}/s   ratio {rate / floor:.2f} (target >= 0.3)"
             else:
-                line += f"   per core (1 process; target >= 300)"
+                line += "   per core (1 process; target >= 300)"
             whole = pipeline_rate(paths, catalog, profile, tmp / f"{label}.zarr", args.jobs)
             print(line + f"\n{'':9s}  mmz cutout -j {args.jobs}: {whole:,.0f} stamp-bands/s end to end")
 

@@ -207,6 +207,13 @@ def evaluate_rows(model, source: CubeSource, rows: np.ndarray, grid, device, con
     return np.concatenate(pdfs), np.concatenate(regs), total / max(len(rows), 1)
 
 
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint as plain tensors and containers: never unpickles code (weights_only=True)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _atomic_save(obj, path: Path) -> None:
     import torch
 
@@ -226,7 +233,7 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
     rank, world, distributed = dist_info
     final = run_dir / f"fold{fold}_seed{seed}.pt"
     if final.exists():
-        return torch.load(final, map_location="cpu", weights_only=True)["metrics"]
+        return load_checkpoint(final)["metrics"]
     state_path = run_dir / f"fold{fold}_seed{seed}.state.pt"
 
     torch.manual_seed(_seed(seed, fold))
@@ -237,7 +244,7 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
     start, best, history = 0, {"loss": math.inf, "epoch": -1}, []
     best_state = None
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(state_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, best, history, best_state = state["epoch"] + 1, state["best"], state["history"], state["best_model"]
@@ -497,8 +504,8 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
     if rank == 0:  # over every finished model of the run, also those trained by other commands (--fold K)
         done = [k for k in range(group.attrs["n_folds"])
                 if all((run_dir / f"fold{k}_seed{r}.pt").exists() for r in range(spec.train.seeds))]
-        summary["models"] = [torch.load(run_dir / f"fold{k}_seed{r}.pt", map_location="cpu",
-                                        weights_only=True)["metrics"] for k in done for r in range(spec.train.seeds)]
+        summary["models"] = [load_checkpoint(run_dir / f"fold{k}_seed{r}.pt")["metrics"]
+                             for k in done for r in range(spec.train.seeds)]
         oof = out_of_fold(run_dir, source, rows, folds, done, spec, config, grid, group, device)
         summary["oof"] = metrics.summary(pdf.median(oof["pdf"], grid.edges()), oof["z_spec"],
                                          profile.outlier_threshold)
@@ -514,7 +521,6 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
 
 def out_of_fold(run_dir: Path, source: CubeSource, rows, folds, done, spec: RunSpec, config, grid, group, device):
     """The labelled objects of the ``done`` folds, predicted by the models that did not see them (mean over seeds)."""
-    import torch
 
     from mmzcli.model import PhotoZNet
 
@@ -524,8 +530,7 @@ def out_of_fold(run_dir: Path, source: CubeSource, rows, folds, done, spec: RunS
         pdfs, regs = 0.0, 0.0
         for seed in range(spec.train.seeds):
             model = PhotoZNet(config)
-            model.load_state_dict(torch.load(run_dir / f"fold{fold}_seed{seed}.pt", map_location="cpu",
-                                             weights_only=True)["model"])
+            model.load_state_dict(load_checkpoint(run_dir / f"fold{fold}_seed{seed}.pt")["model"])
             model.to(device)
             p, r, _ = evaluate_rows(model, source, val_rows, grid, device, spec.train)
             pdfs, regs = pdfs + p / spec.train.seeds, regs + r / spec.train.seeds
