@@ -93,8 +93,7 @@ def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None =
     images = index_tiles(expand_tiles([tile_pattern], tile_base), profile)
     columns_out = {"id": table["id"], "ra": table["ra"], "dec": table["dec"], "ebv": ebv, "z_spec": z_spec,
                    "mag_ref": mag, "fold": fold_of(table["id"])}
-    key = store.inputs_key("cubes", [(i.path, i.hdu, os.path.getmtime(i.path)) for i in images],
-                           str(catalog_path), os.path.getmtime(catalog_path), names, profile.to_dict())
+    key = store.inputs_key("cubes", images, catalog_path, names, profile.to_dict())
     size = profile.cutout_size
     group, summary = cut_to_store(path, images, profile, columns_out, image_name="cubes", size=size, key=key,
                                   jobs=jobs, overwrite=overwrite, labelled=labelled, console=console,

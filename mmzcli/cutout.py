@@ -440,6 +440,7 @@ def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, 
                                           **(attrs or {})})
     done = set(group.attrs["blocks_done"])
     todo = [s for s in range(0, n, BLOCK_ROWS) if s not in done]
+    remaining = sum(min(BLOCK_ROWS, n - s) for s in todo)
     sums = np.array(group.attrs.get("norm_sums", np.zeros((3, len(bands))).tolist()))
     assignment = assign_images(images, table["ra"], table["dec"], bands) if todo else None
     started = time.perf_counter()
@@ -460,7 +461,7 @@ def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, 
 
     with _progress(console) as bar:
         task = bar.add_task(f"cutting {n} sources x {len(bands)} bands", total=n,
-                            completed=n - sum(min(BLOCK_ROWS, n - s) for s in todo))
+                            completed=n - remaining)
         if jobs == 1 or len(todo) <= 1:
             _init_worker(images)
             for args in tasks():
@@ -476,7 +477,7 @@ def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, 
         "sources": n, "bands": len(bands), "all_bands": int(band_ok.all(axis=1).sum()),
         **{f.name.lower(): int(((flags & f) != 0).sum()) for f in
            (Flag.EDGE, Flag.NAN_PIXELS, Flag.MISSING_BAND, Flag.OUTSIDE, Flag.RESAMPLED)},
-        "seconds": elapsed, "cut_now": sum(min(BLOCK_ROWS, n - s) for s in todo),
+        "seconds": elapsed, "cut_now": remaining,
     }
     if labelled is not None:
         summary["norm_sums"] = sums
@@ -559,8 +560,7 @@ def run_cutout(tiles: list[Path], catalog: Path, profile_name: str, output: Path
         raise InputError(f"{output}: a complete store is already there; use --overwrite to replace it")
     table = read_table(catalog, columns)
     images = index_tiles(expand_tiles(tiles), profile)
-    key = store.inputs_key("cutout", [(i.path, i.hdu, os.path.getmtime(i.path)) for i in images],
-                           str(catalog), os.path.getmtime(catalog), columns, profile.to_dict(), size)
+    key = store.inputs_key("cutout", images, catalog, columns, profile.to_dict(), size)
     group, summary = cut_to_store(output, images, profile, table, image_name="stamps", size=size,
                                   key=key, jobs=jobs, overwrite=overwrite, console=console)
     store.finish(group, output)

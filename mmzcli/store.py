@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,13 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def inputs_key(*parts: Any) -> str:
-    """A short hash of everything that determines a store's content, to refuse resuming a different build."""
+def inputs_key(kind: str, images, catalog: Path, *settings: Any) -> str:
+    """A short hash of everything that determines a store's content, to refuse resuming a different build.
+
+    Tiles and catalogue count by path and modification time, so an edited input starts afresh.
+    """
+    files = [(i.path, i.hdu, os.path.getmtime(i.path)) for i in images]
+    parts = [kind, files, str(catalog), os.path.getmtime(catalog), *settings]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
