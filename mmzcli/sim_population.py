@@ -52,11 +52,11 @@ class Galaxies:
     def __len__(self) -> int:
         return self.z.size
 
-    def take(self, index) -> "Galaxies":
+    def take(self, index) -> Galaxies:
         return Galaxies(**{k: v[index] for k, v in self.__dict__.items()})
 
     @staticmethod
-    def concat(parts: list["Galaxies"]) -> "Galaxies":
+    def concat(parts: list[Galaxies]) -> Galaxies:
         return Galaxies(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in parts[0].__dict__})
 
     def fluxes(self, grid: PhotometryGrid, ebv_mw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +110,7 @@ class PopulationSampler:
         return phi, phi.sum(axis=1) * 0.05 * self.dvdz_deg2
 
     def draw(self, rng: np.random.Generator, n: int, m_bright: float, m_faint: float,
-             z_max: float | None = None) -> tuple["Galaxies", float]:
+             z_max: float | None = None) -> tuple[Galaxies, float]:
         """``n`` galaxies in the window (dereddened reference magnitude), and their number per deg^2."""
         parts, total_density = [], 0.0
         zcut = self.z <= (z_max if z_max is not None else self.z[-1])

@@ -6,8 +6,9 @@ Sources, all shipped inside wheels (no downloads):
   91 Å - 2.2 µm by Bolzonella et al. (2000) (shipped with GalSim), and the young
   star-burst component of the Blanton & Roweis (2007) ``kcorrect`` basis (emission lines
   included), shipped with ``kcorrect``;
-- internal dust: Calzetti et al. (2000), R_V = 4.05; Milky Way dust: Fitzpatrick (1999),
-  R_V = 3.1, both from the ``extinction`` package;
+- internal dust: Calzetti et al. (2000), R_V = 4.05 (from the ``extinction`` package),
+  continued below 1500 Å by the starburst curve of Leitherer et al. (2002); Milky Way dust:
+  Fitzpatrick (1999), R_V = 3.1 (``extinction``);
 - intergalactic absorption: Inoue et al. (2014), written here from the paper's equations
   and its Table 2 coefficients;
 - filter curves: ``astro-sedpy`` (its VISTA curves are in percent: only ratios are used).
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,27 @@ LYMAN_LIMIT = 911.8
 LYC_ESCAPE = 0.05  # escape fraction of Lyman-continuum photons (e.g. Steidel et al. 2018: ~0.05-0.1)
 
 
+def internal_attenuation(wave_rest: np.ndarray) -> np.ndarray:
+    """A(λ)/E(B-V) of a galaxy's own dust at rest-frame wavelengths [Å], any shape.
+
+    Calzetti et al. (2000), R_V = 4.05, is defined at 1200 Å - 2.2 µm.  Below 1500 Å the
+    far-UV curve of Leitherer et al. (2002, ApJS 140, 303, eq. 14), measured on local
+    starbursts down to 970 Å and equal to Calzetti's to 0.02 at 1500-1800 Å, takes over,
+    continued to the Lyman limit (as in CIGALE); beyond 2.2 µm the curve is held flat.
+    The attenuation keeps rising into the far UV (k = 14.6 at 950 Å, 11.9 at 1200 Å):
+    a curve held flat below 1200 Å leaves the rest-frame 900-1100 Å light that the
+    u band sees at z ≈ 3 too bright by ~2.5 E(B-V) mag relative to g.
+    """
+    import extinction
+
+    wave = np.asarray(wave_rest, dtype=float)
+    lam = np.clip(wave.ravel(), LYMAN_LIMIT, 22000.0)
+    k = extinction.calzetti00(np.maximum(lam, 1500.0), R_V_CALZETTI, R_V_CALZETTI)
+    x = 1e4 / lam  # inverse microns
+    far_uv = 5.472 + 0.671 * x - 9.218e-3 * x ** 2 + 2.620e-3 * x ** 3
+    return np.where(lam < 1500.0, far_uv, k).reshape(wave.shape)
+
+
 def igm_transmission(wave_obs: np.ndarray, z) -> np.ndarray:
     """Mean IGM transmission exp(-tau) at observed wavelengths [Å] for sources at z (Inoue+14).
 
@@ -128,9 +150,12 @@ def _package_dir(name: str) -> Path:
     return Path(spec.origin).parent
 
 
-@lru_cache(maxsize=1)
-def load_templates() -> tuple[np.ndarray, np.ndarray]:
-    """Rest-frame templates on one log-spaced grid: (wave [Å], f_lambda [K, n]), unit mean in r."""
+@lru_cache(maxsize=2)
+def load_templates(lyc_escape: float = LYC_ESCAPE) -> tuple[np.ndarray, np.ndarray]:
+    """Rest-frame templates on one log-spaced grid: (wave [Å], f_lambda [K, n]), unit mean in r.
+
+    ``lyc_escape`` scales the templates' light below the Lyman limit.
+    """
     wave = np.geomspace(91.0, 60000.0, 6000)
     sed_dir = _package_dir("galsim") / "share" / "SEDs"
     fluxes = []
@@ -144,7 +169,7 @@ def load_templates() -> tuple[np.ndarray, np.ndarray]:
         f = np.asarray(hdul["FLUX"].data["flux"][0], dtype=float)[1]  # the youngest component
     fluxes.append(_extend(w, f, wave))
     flux = np.array(fluxes)
-    flux[:, wave < LYMAN_LIMIT] *= LYC_ESCAPE  # the galaxy's own neutral gas absorbs its ionising light
+    flux[:, wave < LYMAN_LIMIT] *= lyc_escape  # the galaxy's own neutral gas absorbs its ionising light
     norm = (wave > 5500) & (wave < 6500)
     return wave, flux / flux[:, norm].mean(axis=1, keepdims=True)
 
@@ -160,14 +185,14 @@ def _extend(w: np.ndarray, f: np.ndarray, wave: np.ndarray) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_filter(filter_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(wave [Å], transmission) of an astro-sedpy filter, resampled to 160 points."""
     from sedpy.observate import Filter
 
     try:
         flt = Filter(filter_id)
-    except Exception as exc:  # sedpy raises bare errors for unknown names
+    except (ValueError, OSError) as exc:  # sedpy: ValueError (0.4), a file error in older versions
         raise ConfigError(f"unknown filter curve '{filter_id}' (astro-sedpy has none by that name: {exc})") from None
     w, t = np.asarray(flt.wavelength, float), np.asarray(flt.transmission, float)
     keep = t > 1e-4 * t.max()
@@ -207,13 +232,14 @@ class PhotometryGrid:
     mw: np.ndarray  # [K, nz, B]
 
     @classmethod
-    def build(cls, filters: tuple[str, ...], z_max: float = 6.0, dz: float = 0.005) -> "PhotometryGrid":
+    def build(cls, filters: tuple[str, ...], z_max: float = 6.0, dz: float = 0.005,
+              lyc_escape: float = LYC_ESCAPE) -> PhotometryGrid:
         import extinction
 
-        wave, templates = load_templates()
+        wave, templates = load_templates(lyc_escape)
         z = np.arange(0.0, z_max + dz, dz)
         ebv = np.linspace(0.0, 0.8, 9)
-        calz = extinction.calzetti00(np.clip(wave, 1200.0, 22000.0), R_V_CALZETTI, R_V_CALZETTI)  # A / E(B-V)
+        calz = internal_attenuation(wave)  # A / E(B-V)
         dust = 10 ** (-0.4 * np.outer(ebv, calz))  # [ne, nw]
         rest_ref = ab_flux(wave, templates[:, None, :] * dust[None], LF_FILTER)  # [K, ne]
         kcorr = np.empty((len(templates), z.size, ebv.size, len(filters)))
@@ -222,8 +248,7 @@ class PhotometryGrid:
             fw, ft = load_filter(fid)
             weight = np.gradient(fw) * ft / fw / np.trapezoid(ft / fw, fw)  # quadrature weights
             rest = fw[None, :] / (1 + z[:, None])  # [nz, nfw]
-            calz_rest = extinction.calzetti00(np.clip(rest.ravel(), 1200.0, 22000.0), R_V_CALZETTI,
-                                              R_V_CALZETTI).reshape(rest.shape)
+            calz_rest = internal_attenuation(rest)
             att = 10 ** (-0.4 * ebv[:, None, None] * calz_rest[None])  # [ne, nz, nfw]
             mw_att = 10 ** (-0.4 * 0.1 * extinction.fitzpatrick99(fw, R_V_MW, R_V_MW))  # E(B-V)_MW = 0.1
             igm = igm_transmission(fw, z)  # [nz, nfw]

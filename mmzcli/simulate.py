@@ -106,7 +106,7 @@ def _settings(profile: Profile) -> dict:
             raise ConfigError(f"{where}.grids[{i}]: expected a mapping of bands, pixel_scale, rotation, coverage")
         unknown = set(grid.get("bands", [])) - names
         if unknown:
-            raise ConfigError(f"{where}.grids[{i}].bands: no band '{sorted(unknown)[0]}' in the profile")
+            raise ConfigError(f"{where}.grids[{i}].bands: no band '{min(unknown)}' in the profile")
         if not 0 < grid.get("coverage", 1.0) <= 1:
             raise ConfigError(f"{where}.grids[{i}].coverage: expected a fraction in (0, 1]")
     for band in s["imaging"]["sky"]:
@@ -162,7 +162,7 @@ def _band_grids(profile: Profile, s: dict, tile: int, tile_size: int, centre) ->
         sign = 1 if tile % 2 == 0 else -1  # alternate the uncovered side and the rotation
         cover = float(spec.get("coverage", 1.0))
         scale = float(spec.get("pixel_scale", profile.pixel_scale))
-        nx, ny = int(math.ceil(cover * extent / scale)), int(math.ceil(extent / scale))
+        nx, ny = math.ceil(cover * extent / scale), math.ceil(extent / scale)
         shift = sign * (1 - cover) / 2 * extent / 3600  # deg along RA, towards one side
         ra = centre[0] + shift / math.cos(math.radians(centre[1]))
         grid = PixelGrid(crval=(ra, centre[1]), crpix=((nx + 1) / 2, (ny + 1) / 2), scale=scale,
@@ -204,7 +204,13 @@ def _near_targets(tiles, xs, ys, t_tile, tx, ty, reach: float) -> np.ndarray:
 
 def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> Sky:
     """Draw targets, neighbours, pairs and stars and place them on tiles (no pixels yet)."""
-    from mmzcli.sim_population import Galaxies, PopulationSampler, draw_stars, star_density, star_fluxes
+    from mmzcli.sim_population import (
+        Galaxies,
+        PopulationSampler,
+        draw_stars,
+        star_density,
+        star_fluxes,
+    )
     from mmzcli.sim_sed import kpc_per_arcsec, photometry_grid
 
     rng = np.random.default_rng([seed, 1])
@@ -229,7 +235,7 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> S
     margin = profile.cutout_size / 2 + 2
     per_side = max(int((tile_size - 2 * margin) // spacing), 1)
     per_tile = per_side ** 2
-    n_tiles = int(math.ceil(n / per_tile))
+    n_tiles = math.ceil(n / per_tile)
     slot = np.arange(n) % per_tile
     tx = margin + (slot % per_side + 0.5) * spacing + rng.uniform(-0.15, 0.15, n) * spacing
     ty = margin + (slot // per_side + 0.5) * spacing + rng.uniform(-0.15, 0.15, n) * spacing
@@ -509,7 +515,9 @@ def spectroscopic_catalog(profile: str | Profile, n: int, seed: int = 0, tile_si
     """The spectroscopic sample's catalogue (with Z_TRUE) without rendering any pixel.
 
     The same population, layout and noise model as ``simulate_survey``, every band
-    covered: for validation of the colour-redshift relation on large samples.
+    covered: for validation of the colour-redshift relation on large samples.  Besides
+    the noisy ``MAG_<b>``, ``TRUE_MAG_<b>`` holds each target's noiseless total magnitude
+    (Milky Way dust included; ``MAG_<b>`` of truth.fits).
     """
     prof = load_profile(profile) if isinstance(profile, str) else profile
     s = _settings(prof)
@@ -520,6 +528,8 @@ def spectroscopic_catalog(profile: str | Profile, n: int, seed: int = 0, tile_si
     z_spec, _ = spec_redshifts(sky.table["Z"][targets], s["spec"], rng)
     out = observe(prof, sky, _imaging(prof, s), targets, covered, rng, float(s["neighbours"]["blend_leak"]))
     out.update(Z_SPEC=z_spec, Z_TRUE=sky.table["Z"][targets], EBV=sky.table["EBV"][targets], KIND=sky.table["KIND"][targets])
+    true_mag = -2.5 * np.log10(np.clip(sky.bulge[targets] + sky.disk[targets], 1e-300, None))
+    out.update({f"TRUE_MAG_{band.name}": true_mag[:, b] for b, band in enumerate(prof.bands)})
     return out
 
 

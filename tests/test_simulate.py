@@ -195,9 +195,23 @@ def test_injected_objects_are_recovered_by_aperture_photometry(tmp_path):
         assert np.all(offsets < 0.1), offsets  # drawn where the WCS says, to a tenth of a pixel
 
 
-def test_measured_depth_and_psf_match_the_profile(tmp_path):
+def moffat_fwhm(cut: np.ndarray, dx: float, dy: float, guess: float) -> float:
+    """FWHM [px] of a Moffat profile, beta free, fitted to a point source (dx, dy) from the cutout centre."""
     from scipy.optimize import least_squares
 
+    h = cut.shape[0] // 2
+    yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
+
+    def resid(p):
+        amp, x0, y0, fwhm, beta = p
+        alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
+        return (amp * (1 + ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha ** 2) ** -beta - cut).ravel()
+
+    fit = least_squares(resid, [cut.max(), dx, dy, guess, 3.0], bounds=([0, -2, -2, 0.5, 1.1], [np.inf, 2, 2, 20, 20]))
+    return fit.x[3]
+
+
+def test_measured_depth_and_psf_match_the_profile(tmp_path):
     profile = load_profile("tiny")
     # three point-like, bright objects: the rest of the tile is empty sky
     ra = 150.0 + np.array([-15, 0, 15]) / 3600
@@ -219,19 +233,29 @@ def test_measured_depth_and_psf_match_the_profile(tmp_path):
                 fluxes.append(np.sum(psf * data[j - 10:j + 11, i - 10:i + 11]) / np.sum(psf ** 2))
         depth = band.zeropoint - 2.5 * np.log10(5 * np.std(fluxes))
         assert depth == pytest.approx(band.depth, abs=0.2)
-        yy, xx = np.mgrid[-10:11, -10:11]
         for x0, y0 in zip(xs, ys):
-            ix, iy = int(round(x0)), int(round(y0))
-            cut = data[iy - 10:iy + 11, ix - 10:ix + 11]
+            ix, iy = round(x0), round(y0)
+            fwhm = moffat_fwhm(data[iy - 10:iy + 11, ix - 10:ix + 11], x0 - ix, y0 - iy, 4.0)
+            assert fwhm * profile.pixel_scale == pytest.approx(band.psf_fwhm, rel=0.10)
 
-            def resid(p):
-                amp, dx, dy, fwhm, beta = p
-                alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
-                return (amp * (1 + ((xx - dx) ** 2 + (yy - dy) ** 2) / alpha ** 2) ** -beta - cut).ravel()
 
-            fit = least_squares(resid, [cut.max(), x0 - ix, y0 - iy, 4.0, 3.0],
-                                bounds=([0, -2, -2, 0.5, 1.1], [np.inf, 2, 2, 20, 20]))
-            assert fit.x[3] * profile.pixel_scale == pytest.approx(band.psf_fwhm, rel=0.10)
+def test_psf_of_every_hsc9_band_on_its_own_grid(tmp_path):
+    """J, H, Ks on VISTA's rotated 0.15"/px grid, y and the optical bands on HSC's: FWHM within 10%."""
+    profile = load_profile("hsc9")
+    dec = 2.2 + np.array([-12, 10, 0]) / 3600
+    ra = 150.1 + np.array([-5, 0, 5]) / 3600 / np.cos(np.radians(dec))  # where every NIR mosaic covers
+    mags = {f"MAG_{b}": [19.0] * 3 for b in profile.band_names}
+    project = inject(tmp_path, {"Z": [0.3] * 3, "RA": ra, "DEC": dec, "R_HALF": [1e-3] * 3, **mags}, profile="hsc9")
+    truth = Table.read(project / "truth.fits")
+    for band in profile.bands:
+        assert np.all(truth[f"IN_{band.name}"])
+        with fits.open(project / "tiles" / f"tile-0000-{band.name}.fits") as hdul:
+            data, wcs = hdul[0].data.astype(float), WCS(hdul[0].header)
+        scale = np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600
+        for x0, y0 in zip(*wcs.all_world2pix(ra, dec, 0)):
+            ix, iy = round(x0), round(y0)
+            fwhm = moffat_fwhm(data[iy - 12:iy + 13, ix - 12:ix + 13], x0 - ix, y0 - iy, band.psf_fwhm / scale)
+            assert fwhm * scale == pytest.approx(band.psf_fwhm, rel=0.10), band.name
 
 
 def test_other_pixel_grid_with_partial_coverage(tmp_path):
@@ -271,6 +295,29 @@ def test_igm_and_milky_way_dust():
         assert np.allclose(dimming, [b.extinction for b in profile.bands], rtol=0.08)
     red = [-2.5 * np.log10(grid.relative_fluxes(0 * one, z * one, 0 * one)[0]) for z in (0.1, 0.4)]
     assert (red[1][1] - red[1][2]) - (red[0][1] - red[0][2]) > 0.5  # g-r of E reddens with z
+
+
+def test_far_uv_dust_and_where_u_star_drops_out():
+    import extinction
+
+    from mmzcli.sim_sed import igm_transmission, internal_attenuation, photometry_grid
+
+    wave = np.array([1500.0, 2000.0, 5500.0, 12000.0])
+    assert np.allclose(internal_attenuation(wave), extinction.calzetti00(wave, 4.05, 4.05))
+    assert internal_attenuation(np.array([1499.9]))[0] == pytest.approx(10.33, abs=0.03)  # continuous
+    assert internal_attenuation(np.array([950.0]))[0] > internal_attenuation(np.array([1200.0]))[0] + 2
+    assert igm_transmission(np.linspace(700 * 4, 911 * 4, 50), 3.0).mean() < 0.5  # Lyman continuum
+    profile = load_profile("hsc6")  # u = MegaCam u*
+    grid = photometry_grid(tuple(b.filter for b in profile.bands))
+    z = np.array([2.8, 3.0, 3.3])
+
+    def u_minus_g(ebv):  # an Im-type star-forming galaxy
+        mag = -2.5 * np.log10(grid.relative_fluxes(np.full(3, 3.0), z, np.full(3, ebv)))
+        return mag[:, 0] - mag[:, 1]
+
+    assert u_minus_g(0.2)[1] - u_minus_g(0.0)[1] > 0.3  # dust reddens rest 950 Å against 1200 Å
+    ug = u_minus_g(0.1)
+    assert ug[0] < 1.5 < ug[2] and np.all(np.diff(ug) > 0)  # u* samples rest > 912 Å up to z ~ 3.1
 
 
 def test_sdss_population_is_the_main_galaxy_sample():
