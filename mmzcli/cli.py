@@ -208,6 +208,54 @@ def train(
     train_run(project, survey, spec, name=run_name, console=_console())
 
 
+# ----------------------------------------------------------------------------- prediction
+
+@app.command()
+def predict(
+    tiles: Annotated[Optional[list[Path]], typer.Argument(help="FITS image tiles (all bands of the run).", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Catalogue to write (FITS).")] = Path("photoz_cat.fits"),
+    run: Annotated[Optional[str], typer.Option("--run", help="Run name or directory [default: the project's latest trained run].")] = None,
+    project: ProjectOpt = Path("."),
+    catalog: Annotated[Optional[Path], typer.Option("--catalog", "-c", help="Sources to predict: FITS table or CSV with ID, RA, DEC (and EBV).")] = None,
+    detect: Annotated[bool, typer.Option("--detect", help="Find the sources with sep on the profile's detection bands.")] = False,
+    cubes: Annotated[bool, typer.Option("--cubes", help="Write the run's out-of-fold predictions of the labelled set (Z_SPEC, FOLD, MAG_<ref>) instead.")] = False,
+    ebv: Annotated[Optional[str], typer.Option("--ebv", help="Galactic E(B-V): a column of the catalogue or one value [default: column EBV, else the training median, flagged].")] = None,
+    id_col: Annotated[str, typer.Option("--id-col", help="Source id column.")] = "ID",
+    ra_col: Annotated[str, typer.Option("--ra-col", help="Right ascension column (deg).")] = "RA",
+    dec_col: Annotated[str, typer.Option("--dec-col", help="Declination column (deg).")] = "DEC",
+    jobs: JobsOpt = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Objects per forward pass.", min=1)] = 256,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast for the convolutions (the head stays float32).")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the tiles already done by an interrupted run (and merge shards).")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Do tiles I, I+N, ... only (I/N), for job arrays; merge later with --resume.")] = None,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Skip unreadable tiles (listed in the summary and the header) instead of stopping.")] = False,
+    allow_missing_bands: Annotated[bool, typer.Option("--allow-missing-bands", help="Predict even when no tile holds some band of the run.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalogue.")] = False,
+):
+    """Write a photo-z catalogue: PDF, median Z_PHOT, intervals and flags for every source of the tiles.
+
+    Every model of the run (folds x seeds) predicts every source; their PDFs are averaged.
+    Interrupted runs continue with --resume; under torchrun the ranks share the tiles.
+
+    Example: mmz predict tiles/*.fits --catalog sources.fits -o photoz_cat.fits --project P
+    """
+    from mmzcli.errors import ConfigError
+    from mmzcli.predict import predict_cubes, predict_tiles
+
+    if cubes:
+        if tiles or catalog or detect:
+            raise ConfigError("--cubes predicts the project's labelled cubes: give no tiles, --catalog or --detect")
+        predict_cubes(project, output, run=run, overwrite=overwrite, console=_console())
+        return
+    if not tiles:
+        raise ConfigError("no tiles given: mmz predict TILE... -o CAT.fits (or --cubes for the labelled set)")
+    predict_tiles(tiles, output, project=project, run=run, catalog=catalog, detect=detect, ebv=ebv,
+                  columns={"id": id_col, "ra": ra_col, "dec": dec_col}, jobs=jobs, batch_size=batch_size,
+                  device=device, amp=amp, resume=resume, overwrite=overwrite, keep_going=keep_going,
+                  allow_missing_bands=allow_missing_bands, shard=shard, console=_console())
+
+
 # ----------------------------------------------------------------------------- simulation
 
 @app.command()

@@ -60,6 +60,7 @@ class Flag(enum.IntFlag):
     RESAMPLED = 16
     NO_ZSPEC = 32
     ZSPEC_OUT_OF_GRID = 64
+    EBV_DEFAULT = 128  # predict: no E(B-V) was given for the source; the training sample's median was used
 
 
 # ----------------------------------------------------------------------------- tiles
@@ -99,21 +100,32 @@ def index_tiles(paths: list[Path], profile) -> list[TileImage]:
     pattern) or one band per image HDU (``EXTNAME`` = band); a file whose
     image planes include one named IMAGE or SCI holds one band in that plane.
     """
+    import warnings
+
     from astropy.io import fits
+    from astropy.utils.exceptions import AstropyUserWarning
 
     images = []
     for path in paths:
         if not path.exists():
             raise InputError(f"{path}: no such tile file")
         try:
-            with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
+            with warnings.catch_warnings():  # a truncated file is reported below, in one line
+                warnings.simplefilter("ignore", AstropyUserWarning)
+                hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
+            with hdul:
                 hdus = [(i, hdu.header) for i, hdu in enumerate(hdul)
                         if hdu.is_image and hdu.header.get("NAXIS", 0) == 2]
                 primary = hdul[0].header
+                size = os.path.getsize(path)
+                short = [i for i, _ in hdus if hdul[i].fileinfo()["datLoc"] + hdul[i].fileinfo()["datSpan"] > size]
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: not a readable FITS file ({exc})") from None
         if not hdus:
             raise InputError(f"{path}: no 2-d image HDU in this FITS file")
+        if short:
+            raise InputError(f"{path}[{short[0]}]: the file is truncated ({size} bytes, shorter than its header "
+                             f"says); copy it again")
         science = [(i, h) for i, h in hdus if str(h.get("EXTNAME", "")).upper() in SCIENCE_EXTNAMES]
         if len(hdus) > 1 and science:  # one band with mask/variance planes (HSC calexp, DES coadds)
             hdus = [(science[0][0], _with_primary_filter(science[0][1], primary))]

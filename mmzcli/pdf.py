@@ -36,3 +36,15 @@ def mode(pdf: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def mean(pdf: np.ndarray, edges: np.ndarray) -> np.ndarray:
     centres = 0.5 * (edges[1:] + edges[:-1])
     return (pdf @ centres) / pdf.sum(axis=-1)
+
+
+def cdf_at(pdf: np.ndarray, edges: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """P(< z) of each PDF at its own ``z``, linear inside the bin (0 below the grid, 1 above)."""
+    pdf = np.asarray(pdf, dtype=np.float64)
+    cdf = np.concatenate([np.zeros(pdf.shape[:-1] + (1,)), np.cumsum(pdf, axis=-1)], axis=-1)
+    cdf /= np.where(cdf[..., -1:] > 0, cdf[..., -1:], 1.0)
+    z = np.clip(np.asarray(z, dtype=np.float64), edges[0], edges[-1])
+    k = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, len(edges) - 2)
+    lo = np.take_along_axis(cdf, k[..., None], -1)[..., 0]
+    hi = np.take_along_axis(cdf, (k + 1)[..., None], -1)[..., 0]
+    return lo + (z - edges[k]) / (edges[k + 1] - edges[k]) * (hi - lo)

@@ -484,6 +484,7 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
                                   f"choose another --name or remove {run_dir}")
         else:
             atomic_write_text(config_path, yaml.safe_dump(settings, sort_keys=False))
+        atomic_write_text(run_dir / "profile.yaml", yaml.safe_dump(profile.to_dict(), sort_keys=False))  # for predict
     if distributed:
         torch.distributed.barrier()
 

@@ -1,0 +1,231 @@
+"""mmz predict: the catalogue format, agreement with training, detection, resuming, sharding, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from mmzcli.catalog import read_photoz
+
+TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch"]
+
+
+def _mmz(*args):
+    from mmzcli.cli import main
+
+    try:
+        main(["-q", *map(str, args)])
+    except SystemExit as exc:
+        assert exc.code in (0, None), args
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A simulated two-tile 'tiny' survey with a one-fold run trained for two epochs."""
+    project = tmp_path_factory.mktemp("predict") / "proj"
+    _mmz("simulate", "--profile", "tiny", "-n", "150", "--tile-size", "512", "--project", project)
+    _mmz("build-cubes", "--project", project)
+    _mmz("train", "--project", project, "--fold", "0", "--epochs", "2", "--name", "run", *TINY)
+    return project
+
+
+@pytest.fixture(scope="module")
+def catalogue(project):
+    out = project / "photoz.fits"
+    _mmz("predict", *_tiles(project), "--catalog", project / "specz.fits", "-o", out, "--project", project,
+         "--no-amp")
+    return out
+
+
+def _tiles(project):
+    return sorted((project / "tiles").glob("*.fits"))
+
+
+def test_catalogue_columns_hdus_units_and_provenance(catalogue, project):
+    with fits.open(catalogue) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "PHOTOZ", "ZGRID"]
+        assert isinstance(hdul["ZGRID"], fits.BinTableHDU)  # TOPCAT reads tables, not images
+        header = hdul["PHOTOZ"].header
+        for key in ("MMZVERS", "PROFILE", "RUN", "RUNHASH", "NMODELS", "FUSION", "MODALITY", "NBINS", "ZMIN",
+                    "ZMAX", "OUTLTHR", "CATKIND"):
+            assert key in header, key
+        assert header["PROFILE"] == "tiny" and header["RUN"] == "run" and header["NMODELS"] == 1
+        names = hdul["PHOTOZ"].columns.names
+        for column in ("ID", "RA", "DEC", "Z_PHOT", "Z_MODE", "Z_MEAN", "Z_L68", "Z_U68", "Z_L95", "Z_U95",
+                       "ODDS", "Z_REG", "FLAGS", "PDF"):
+            assert column in names, column
+        assert hdul["PHOTOZ"].columns["RA"].unit == "deg"
+        assert header[f"TCOMM{names.index('Z_PHOT') + 1}"].startswith("photometric redshift")
+        assert hdul["PHOTOZ"].columns["PDF"].format == "50E"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a wrong CHECKSUM/DATASUM warns
+        fits.open(catalogue, checksum=True).close()
+    specz = Table.read(project / "specz.fits")
+    table = Table.read(catalogue, hdu="PHOTOZ")
+    assert sorted(table["ID"]) == sorted(specz["ID"])  # every source, none dropped
+
+
+def test_pdfs_and_their_summaries(catalogue):
+    cat = read_photoz(catalogue)
+    pdf, edges = cat.columns["PDF"].astype(np.float64), cat.edges
+    np.testing.assert_allclose(pdf.sum(axis=1), 1.0, atol=1e-5)
+    cdf = np.cumsum(pdf, axis=1)
+    first = (cdf < 0.5).sum(axis=1)  # the bin holding the median
+    centre = 0.5 * (edges[first] + edges[first + 1])
+    assert np.all(np.abs(cat.columns["Z_PHOT"] - centre) <= 0.5 * (edges[1] - edges[0]) + 1e-6)
+    c = cat.columns
+    assert np.all(c["Z_L95"] <= c["Z_L68"]) and np.all(c["Z_L68"] <= c["Z_PHOT"])
+    assert np.all(c["Z_PHOT"] <= c["Z_U68"]) and np.all(c["Z_U68"] <= c["Z_U95"])
+    assert np.all((c["ODDS"] >= 0) & (c["ODDS"] <= 1 + 1e-6))
+
+
+def test_astropy_and_fitsio_read_the_same_catalogue(catalogue):
+    a = Table.read(catalogue, hdu="PHOTOZ")
+    b = fitsio.read(str(catalogue), ext="PHOTOZ")
+    for name in ("ID", "RA", "Z_PHOT", "FLAGS", "PDF"):
+        np.testing.assert_array_equal(np.asarray(a[name]), b[name])
+    grid = fitsio.read(str(catalogue), ext="ZGRID")
+    np.testing.assert_allclose(grid["Z_HI"] - grid["Z_LO"], 1.0 / 50)
+    np.testing.assert_allclose(grid["Z_MID"], 0.5 * (grid["Z_LO"] + grid["Z_HI"]))
+
+
+def test_tiles_give_the_out_of_fold_pdfs_of_training(catalogue, project, run_mmz):
+    """Cutting, normalisation and the network in predict are those of training: same PDFs."""
+    oof = project / "oof.fits"
+    code, _, err = run_mmz("-q", "predict", "--cubes", "--project", project, "-o", oof)
+    assert code == 0, err
+    o, c = read_photoz(oof, require=("ID", "PDF", "Z_SPEC", "FOLD", "MAG_I")), read_photoz(catalogue)
+    assert o.header["CATKIND"] == "oof" and set(o.columns["FOLD"]) == {0}
+    where = np.searchsorted(c.columns["ID"], o.columns["ID"], sorter=np.argsort(c.columns["ID"]))
+    rows = np.argsort(c.columns["ID"])[where]
+    np.testing.assert_allclose(c.columns["PDF"][rows], o.columns["PDF"], atol=1e-5)
+    specz = Table.read(project / "specz.fits")
+    z = dict(zip(specz["ID"], specz["Z_SPEC"]))
+    np.testing.assert_allclose(o.columns["Z_SPEC"], [z[i] for i in o.columns["ID"]], rtol=1e-6)
+
+
+def test_detect_finds_isolated_sources_above_10_sigma(project):
+    from mmzcli.cutout import expand_tiles, index_tiles
+    from mmzcli.detect import detect
+    from mmzcli.profiles import load_profile
+
+    profile = load_profile("tiny")
+    images = index_tiles(expand_tiles([project / "tiles" / "*.fits"]), profile)
+    truth = Table.read(project / "truth.fits")
+    i_band = profile.band("i")
+    found_all, total = 0, 0
+    for tile in np.unique(truth["TILE"]):
+        mine = [im for im in images if f"tile-{tile:04d}-" in im.path]
+        reference = next(im for im in mine if im.band == "i")
+        found = detect(reference, mine)
+        on = truth[truth["TILE"] == tile]
+        x, y, mag = np.asarray(on["X"]), np.asarray(on["Y"]), np.asarray(on["MAG_i"])
+        radius = np.maximum(on["R_DISK"], on["R_BULGE"]) / profile.pixel_scale
+        distance = np.hypot(x[:, None] - x[None], y[:, None] - y[None])
+        np.fill_diagonal(distance, np.inf)
+        # isolated: no neighbour less than 2 mag fainter within 2" + 3 of its half-light radii, not at an edge
+        crowded = ((distance < 2 / profile.pixel_scale + 3 * radius[None]) & (mag[None] < mag[:, None] + 2)).any(1)
+        ny, nx = reference.shape
+        inside = (x > 5) & (y > 5) & (x < nx - 6) & (y < ny - 6)
+        bright = mag < i_band.depth - 2.5 * np.log10(2)  # S/N >= 10 for a point source at the 5-sigma depth
+        keep = bright & ~crowded & inside
+        nearest = np.hypot(x[keep, None] - found["x"][None], y[keep, None] - found["y"][None]).min(axis=1)
+        found_all += int((nearest < 1.0).sum())
+        total += int(keep.sum())
+    assert total > 50
+    assert found_all >= 0.95 * total, f"{found_all}/{total}"
+
+
+def test_detect_through_the_command_line(project, run_mmz):
+    out = project / "detected.fits"
+    code, _, err = run_mmz("-q", "predict", *_tiles(project), "--detect", "-o", out, "--project", project)
+    assert code == 0, err
+    cat = read_photoz(out, require=("ID", "X", "Y", "TILE", "PDF"))
+    assert len(cat) > 100 and len(set(cat.columns["ID"])) == len(cat)
+    assert np.all(cat.columns["FLAGS"] & 128)  # no E(B-V) given: the training median, flagged
+    assert set(cat.columns["TILE"].astype(str)) == {"tile-0000-i.fits", "tile-0001-i.fits"}
+
+
+def test_shards_and_resume_merge_into_the_same_catalogue(project, catalogue, run_mmz):
+    out = project / "sharded.fits"
+    common = [*_tiles(project), "--catalog", project / "specz.fits", "-o", out, "--project", project, "--no-amp"]
+    assert run_mmz("-q", "predict", *common, "--shard", "0/2")[0] == 0
+    assert not out.exists()  # a shard never writes the catalogue
+    parts = out.with_name(out.name + ".parts")
+    (done,) = [p for p in parts.glob("*.npz")]
+    # mark the finished tile: --resume must keep it, not redo it
+    with np.load(done) as part:
+        marked = {k: part[k] for k in part.files}
+    marked["Z_REG"] = np.full_like(marked["Z_REG"], -7.0)
+    np.savez(done, **marked)
+    code, _, err = run_mmz("-q", "predict", *common, "--resume")
+    assert code == 0, err
+    assert not parts.exists()
+    merged, straight = read_photoz(out), read_photoz(catalogue)
+    assert np.sum(merged.columns["Z_REG"] == -7.0) == len(marked["ID"]) > 0
+    np.testing.assert_array_equal(merged.columns["ID"], straight.columns["ID"])
+    np.testing.assert_array_equal(merged.columns["PDF"], straight.columns["PDF"])
+
+
+def test_corrupt_tile_stops_the_run_or_is_skipped_and_recorded(project, run_mmz, tmp_path):
+    tiles = tmp_path / "tiles"
+    shutil.copytree(project / "tiles", tiles)
+    bad = tiles / "tile-0001-g.fits"
+    bad.write_bytes(bad.read_bytes()[: 2880 * 3])  # a copy cut short
+    out = tmp_path / "cat.fits"
+    args = [*sorted(tiles.glob("*.fits")), "--catalog", project / "specz.fits", "-o", out, "--project", project]
+    code, _, err = run_mmz("-q", "predict", *args)
+    assert code == 2 and "tile-0001-g.fits" in err and "truncated" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not out.with_name("cat.fits.partial").exists()
+    code, _, err = run_mmz("-q", "predict", *args, "--keep-going")
+    assert code == 0, err
+    cat = read_photoz(out)
+    assert cat.header["NSKIPPED"] == 1 and "tile-0001-g.fits" in cat.header["SKIP0001"]
+    truth = Table.read(project / "truth.fits")
+    on_tile_1 = set(truth["ID"][(truth["TILE"] == 1) & (truth["ROLE"] == 0)])
+    rows = np.isin(cat.columns["ID"], list(on_tile_1))
+    assert rows.any() and np.all(cat.columns["FLAGS"][rows] & 4)  # their g band is missing, and flagged
+
+
+def test_bad_runs_and_tiles_exit_2_without_a_catalogue(project, run_mmz, tmp_path):
+    out = tmp_path / "cat.fits"
+    specz = ["--catalog", project / "specz.fits", "-o", out, "--project", project]
+    code, _, err = run_mmz("predict", *_tiles(project), *specz, "--run", "nosuchrun")
+    assert code == 2 and "no run 'nosuchrun'" in err and "run" in err
+    only_gr = [t for t in _tiles(project) if not t.name.endswith("-i.fits")]
+    code, _, err = run_mmz("predict", *only_gr, *specz)
+    assert code == 2 and "band(s) i" in err
+    other = tmp_path / "other"
+    other.mkdir()
+    data = fits.getdata(_tiles(project)[0])
+    header = fits.getheader(_tiles(project)[0])
+    header["FILTER"] = "HSC-Y"
+    fits.writeto(other / "tile-y.fits", data, header)
+    code, _, err = run_mmz("predict", *_tiles(project), other / "tile-y.fits", *specz)
+    assert code == 2 and "not a band of profile tiny" in err
+    empty = tmp_path / "empty"
+    code, _, err = run_mmz("predict", *_tiles(project), *specz[:-2], "--project", empty)
+    assert code == 2 and "no trained run" in err
+    assert not out.exists() and not list(tmp_path.glob("cat.fits*"))
+
+
+def test_torchrun_ranks_share_the_tiles_and_rank_0_merges(project, catalogue):
+    out = project / "torchrun.fits"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
+               "-m", "mmzcli", "-q", "predict", *map(str, _tiles(project)), "--catalog", str(project / "specz.fits"),
+               "-o", str(out), "--project", str(project), "--no-amp", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged, straight = read_photoz(out), read_photoz(catalogue)
+    np.testing.assert_array_equal(merged.columns["ID"], straight.columns["ID"])
+    np.testing.assert_allclose(merged.columns["PDF"], straight.columns["PDF"], atol=1e-6)
