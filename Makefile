@@ -10,7 +10,7 @@ MMZ    := $(VENV)/bin/mmz
 STAMP  := $(VENV)/.mmz-installed
 DEMO   ?= demo
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench man install clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(MMZ) demo --dir $(DEMO)
+
+man: $(STAMP)
+	$(PY) -m mmzcli.manpages man
 
 bench: $(STAMP)
 	$(PY) bench/cutout.py

@@ -27,7 +27,7 @@ import yaml
 
 
 def simulate(profile: str, n: int, where: Path, tile_size: int) -> Path:
-    project = where / f"{profile}-{n}"
+    project = where / f"{profile}-{n}-{tile_size}"
     subprocess.run([sys.executable, "-m", "mmzcli", "-q", "simulate", "--profile", profile, "-n", str(n),
                     "--tile-size", str(tile_size), "--project", str(project), "-j", "2"], check=True)
     return project
@@ -112,11 +112,14 @@ def main() -> None:
 
 
 def measure_rss(project: Path, run: str) -> float:
-    """Peak resident memory of a fresh ``mmz predict`` process (MiB), as that process reports it."""
+    """Peak resident memory of a fresh ``mmz predict`` process (MiB): its VmHWM.
+
+    (Not ru_maxrss: Linux carries the parent's resident size at fork over into it.)
+    """
     out = project / "memory.fits"
-    code = ("import resource, sys\nfrom mmzcli.cli import main\ntry:\n    main(sys.argv[1:])\n"
+    code = ("import sys\nfrom mmzcli.cli import main\ntry:\n    main(sys.argv[1:])\n"
             "except SystemExit as exc:\n    assert exc.code in (0, None)\n"
-            "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print('RSS', [x.split()[1] for x in open('/proc/self/status') if x.startswith('VmHWM')][0])")
     result = subprocess.run([sys.executable, "-c", code, "-q", "predict",
                              *map(str, sorted((project / "tiles").glob("*.fits"))), "--catalog",
                              str(project / "specz.fits"), "-o", str(out), "--project", str(project), "--run", run,

@@ -275,12 +275,12 @@ def _is_number(text: str) -> bool:
 
 def predict_tiles(tiles: list[Path], output: Path, *, project: Path = Path("."), run: str | None = None,
                   catalog: Path | None = None, detect: bool = False, ebv: str | None = None,
-                  columns: dict[str, str] | None = None, jobs: int = 1, batch_size: int = 256,
+                  columns: dict[str, str] | None = None, jobs: int = 1, batch_size: int = 64,
                   device: str = "auto", amp: bool = True, resume: bool = False, overwrite: bool = False,
                   keep_going: bool = False, allow_missing_bands: bool = False, shard: str | None = None,
                   console=None) -> dict:
     """``mmz predict TILE... -o CAT``: see the module docstring."""
-    from mmzcli.cutout import expand_tiles
+    from mmzcli.cutout import _progress, expand_tiles
     from mmzcli.train import resolve_device
 
     output = Path(output)
@@ -325,14 +325,13 @@ def predict_tiles(tiles: list[Path], output: Path, *, project: Path = Path("."),
     context = {"images": images, "ensemble": ensemble, "device": torch_device, "batch_size": batch_size,
                "amp": amp, "jobs": jobs, "detect": detect, "ebv": ebv, "parts": parts}
     started, predicted = time.perf_counter(), 0
-    from mmzcli.cutout import _progress
-
     with _progress(console) as bar:
         task = bar.add_task(f"predicting {len(units)} tiles" + (f" (shard {rank}/{world})" if world > 1 else ""),
                             total=len(units[rank::world]), completed=len(units[rank::world]) - len(mine))
         for unit in mine:
             try:
                 predicted += _predict_unit(unit, sources, **context)
+                (parts / f"{unit['name']}.skipped").unlink(missing_ok=True)  # failed before, fine now
             except (OSError, ValueError, InputError) as exc:  # a tile whose pixels cannot be read
                 message = str(exc) if isinstance(exc, InputError) else f"{images[unit['reference']].path}: {exc}"
                 if not keep_going:
@@ -409,7 +408,7 @@ def _units(images, references, sources: Sources | None, profile) -> list[dict]:
 def _predict_unit(unit, sources: Sources | None, *, images, ensemble, device, batch_size, amp, jobs,
                   detect, ebv, parts) -> int:
     """Cut, predict and save the sources of one tile as ``parts/<name>.npz``; returns their number."""
-    from mmzcli.cutout import _cut_block_task, _init_worker, _run_parallel, assign_images
+    from mmzcli.cutout import _cut_block_task, _init_worker, _pixels, _run_parallel, assign_images
 
     profile = ensemble.profile
     extra = {}
@@ -455,6 +454,7 @@ def _predict_unit(unit, sources: Sources | None, *, images, ensemble, device, ba
                 record(*_cut_block_task(*args))
         else:
             _run_parallel(images, tasks, jobs, record, lambda k: None)
+    _pixels.cache_clear()  # unmap this tile's images: memory must not grow with the survey
     columns = _rows(ids, ra, dec, pdfs, z_reg, flags, ebv_values, profile.redshift_grid.edges())
     columns.update(extra)
     tmp = parts / f".{unit['name']}.tmp.npz"
