@@ -1,0 +1,626 @@
+"""The accuracy study: single-modality baseline vs 2-band first-order early fusion vs a colour forest.
+
+On a simulated survey (``mmz simulate``), with the same cross-validation folds for all three:
+
+- the paper's baseline (one modality holding every band) and its multimodal network (2-band,
+  first-order modalities, early concatenation fusion), trained with identical settings;
+- the catalogue-level peer: a random forest on colours from forced aperture photometry of the
+  same cube stamps (asinh magnitudes, Lupton et al. 1999), whose PDF is the histogram of its
+  trees' predictions on the profile's redshift grid (TPZ, Carrasco Kind & Brunner 2013);
+- ``mmz evaluate`` (sigma_MAD, eta, bias overall and in bins; plots) and ``mmz bootstrap``
+  (paired bootstrap p-values, paper Appendix D) on the three out-of-fold catalogues.
+
+Run (each step is done once; run the same command again after an interruption and it goes on
+where it stopped: simulation, cubes, every training epoch, the forest folds, the catalogues)::
+
+    # the plan for ~2.5 h of a 2-core CPU (docs/accuracy.md: what it costs, what it compromises)
+    .venv/bin/python bench/accuracy.py --profile hsc9 -n 30000 --width 0.125 --epochs 5 --folds 1
+    .venv/bin/python bench/accuracy.py --profile sdss -n 30000 --width 0.125 --epochs 5 --folds 1
+    # the full study (a GPU: add --amp and -j 16 at the first call)
+    .venv/bin/python bench/accuracy.py --profile hsc9 -n 30000 --width 0.25 --epochs 10 --folds 5
+    # pipeline check: minutes
+    .venv/bin/python bench/accuracy.py --profile hsc9 -n 1500 --width 0.125 --epochs 2 --folds 1
+
+The study lives in ``--dir`` (default ``~/mmz-accuracy/<profile>-<n>``), outside the work tree
+so that it outlives a session.  Its settings are fixed by the first call (``study.json``); a
+later call may leave them out, and is refused if it gives different ones.  For hsc9 the
+spectroscopic sample is cut at i <= 24 by a child profile (``profile-hsc9-i24.yaml``, written
+into the study directory) that keeps hsc6's 50/50 split of targets below and above i = 22.
+
+Writes into the study directory (which is also the mmz project): the simulation and
+``cubes.zarr``, ``runs/baseline`` and ``runs/multimodal``, ``oof-{baseline,multimodal,forest}.fits``,
+``forest/`` (photometry, feature importances), ``evaluate/`` (metrics.json and plots),
+``bootstrap/<base>-vs-<other>/``, ``accuracy.json`` (everything below), ``commands.txt`` (every
+command run, for docs) and ``timings.json`` (wall time of every step, summed over sessions).
+Every figure it prints comes from a SIMULATED survey.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODELS = ("baseline", "multimodal", "forest")  # catalogue oof-<model>.fits of each
+CNN_FLAGS = {"baseline": ["--baseline"],
+             "multimodal": ["--fusion", "early", "--fusion-type", "concat", "--modality-size", "2", "--orders", "1"]}
+PAIRS = (("baseline", "multimodal"), ("forest", "baseline"), ("forest", "multimodal"))  # bootstrap BASE OTHER
+DEFAULTS = {"n": 30000, "width": 0.25, "epochs": 10, "folds": 5, "seed": 1, "amp": False, "norm": "batch",
+            "batch_size": 32, "lr": 1e-3, "trees": 200, "min_leaf": 3, "resamples": 10000, "aperture": None}
+APERTURE = {"hsc9": 2.0, "sdss": 3.0}  # arcsec diameter: HSC's standard 2", the SDSS fibre's 3"
+HSC9_MAG_LIMIT = 24.0
+FOREST_RATIO_TARGET = 0.8  # CNN sigma_MAD <= 0.8 x the colour forest's
+P_TARGET = 0.05
+
+# Paper Table 2: SDSS MGS (r <= 17.8), REAL data; sigma_MAD and bias in 1e-3, eta(|dz| >= 0.05) in %.
+PAPER_TABLE2 = (("Pasquet et al. 2019 (P19)", 9.08, 0.31, 0.04),
+                ("Dey et al. 2021", 8.98, 0.19, 0.07),
+                ("Hayat et al. 2021", 8.25, 0.21, 0.1),
+                ("Treyer et al. 2023 (the baseline)", 8.00, 0.18, -0.31),
+                ("Multimodal network (the paper)", 7.85, 0.16, 0.31))
+
+
+# ----------------------------------------------------------------------------- the study directory
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+class Study:
+    """The study directory (an mmz project), its fixed settings and its logs of commands and wall times."""
+
+    def __init__(self, root: Path, settings: dict):
+        self.root, self.settings = root, settings
+
+    @classmethod
+    def open(cls, args) -> Study:
+        n = args.n if args.n is not None else DEFAULTS["n"]
+        root = Path(args.dir) if args.dir else Path.home() / "mmz-accuracy" / f"{args.profile}-{n}"
+        root.mkdir(parents=True, exist_ok=True)
+        given = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k, None) is not None}
+        given["profile"] = args.profile
+        stored = read_json(root / "study.json")
+        if stored is None:
+            settings = {**DEFAULTS, **given, "created": now()}
+            settings["aperture"] = settings["aperture"] or APERTURE[args.profile]
+            write_json(root / "study.json", settings)
+        else:
+            clash = [k for k, v in given.items() if stored.get(k) != v]
+            if clash:
+                k = clash[0]
+                sys.exit(f"{root / 'study.json'}: this study was started with {k} = {stored.get(k)!r}, "
+                         f"not {given[k]!r}; leave --{k.replace('_', '-')} out to continue it, or choose "
+                         f"another --dir")
+            settings = stored
+        return cls(root, settings)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Only one driver per study: a second one would train the same runs twice."""
+        with open(self.root / ".accuracy.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                sys.exit(f"{self.root}: another bench/accuracy.py is working on this study (lock "
+                         f"{self.root / '.accuracy.lock'}); wait for it or stop it first")
+            yield
+
+    @property
+    def profile_arg(self) -> str:
+        """What ``mmz simulate --profile`` gets: the i <= 24 child profile for hsc9, else the shipped one."""
+        if self.settings["profile"] != "hsc9":
+            return self.settings["profile"]
+        path = self.root / "profile-hsc9-i24.yaml"
+        if not path.exists():
+            path.write_text(
+                "# hsc9 with the spectroscopic sample cut at i <= 24 (bench/accuracy.py): the issue's\n"
+                "# limit, and the paper's Table 3 sizes. The targets keep hsc6's split: as many at\n"
+                "# i <= 22 as at 22 < i <= 24 (hsc6: 45% / 45% / 10% at 24 < i <= 25).\n"
+                "extends: hsc9\n"
+                "name: hsc9-i24\n"
+                'description: "HSC-Deep u+grizy+JHKs, spectroscopic sample i <= 24 (accuracy study), z 0-4"\n'
+                f"reference_mag_limit: {HSC9_MAG_LIMIT}\n"
+                "simulation:\n"
+                f"  spec: {{mag_limit: {HSC9_MAG_LIMIT}, mag_fractions: [[22.0, 0.5], [{HSC9_MAG_LIMIT}, 0.5]]}}\n")
+        return str(path)
+
+    def profile(self):
+        from mmzcli.project import project_profile
+
+        return project_profile(self.root, None)
+
+    def log_time(self, step: str, seconds: float, command: str | None = None, rc: int = 0) -> None:
+        path = self.root / "timings.json"
+        entries = read_json(path, [])
+        entries.append({"step": step, "seconds": round(seconds, 2), "finished": now(), "rc": rc,
+                        "host": platform.node(), "cpus": os.cpu_count(), **({"command": command} if command else {})})
+        write_json(path, entries)
+
+    def wall(self) -> dict[str, float]:
+        """Wall seconds of each step: an interrupted attempt adds to the one that finished it; a
+        step run again after it had finished (e.g. the analysis) counts its last run only."""
+        out: dict[str, float] = {}
+        finished: set[str] = set()
+        for e in read_json(self.root / "timings.json", []):
+            step = e["step"]
+            if step in finished:
+                out[step] = 0.0
+                finished.discard(step)
+            out[step] = round(out.get(step, 0.0) + e["seconds"], 1)
+            if e["rc"] == 0:
+                finished.add(step)
+        return out
+
+
+# ----------------------------------------------------------------------------- running mmz
+
+def _die_with_parent() -> list[str]:
+    """A prefix that makes the child get SIGTERM when the driver dies, even by SIGKILL, so that no
+    orphaned trainer goes on beside the next driver (Linux, util-linux setpriv; else nothing)."""
+    return ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+
+
+def mmz(study: Study, step: str, *args: str, capture: bool = False) -> str:
+    """Run ``mmz ARGS`` (this interpreter's mmzcli), log the command and its wall time; stdout if ``capture``."""
+    command = [*_die_with_parent(), sys.executable, "-m", "mmzcli", *args]
+    shown = "mmz " + shlex.join(args)
+    with open(study.root / "commands.txt", "a") as f:
+        f.write(f"{now()} {shown}\n")
+    print(f"\n== {step}: {shown}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE if capture else None, text=True)
+    try:
+        out, _ = proc.communicate()
+    except BaseException:  # Ctrl-C, SIGTERM: stop the child too (its work is resumable)
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        study.log_time(step, time.perf_counter() - start, shown, rc=-1)
+        raise
+    study.log_time(step, time.perf_counter() - start, shown, rc=proc.returncode)
+    if proc.returncode != 0:
+        sys.exit(f"{step}: '{shown}' failed with exit code {proc.returncode}; fix the cause and run "
+                 f"bench/accuracy.py again: it continues where it stopped")
+    return out or ""
+
+
+@contextlib.contextmanager
+def timed(study: Study, step: str):
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        study.log_time(step, time.perf_counter() - start, rc=-1)
+        raise
+    study.log_time(step, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- step 1: data
+
+def step_data(study: Study) -> None:
+    from mmzcli.store import is_complete
+
+    s, root = study.settings, study.root
+    if (root / "specz.fits").exists():
+        print(f"data: simulation done ({root / 'specz.fits'})")
+    else:  # not resumable inside, but atomic: a killed simulation starts afresh
+        mmz(study, "simulate", "simulate", "--profile", study.profile_arg, "-n", str(s["n"]), "--project", str(root),
+            "-j", str(s.get("jobs", 2)), "--seed", str(s["seed"]))
+    if is_complete(root / "cubes.zarr"):
+        print(f"data: cubes done ({root / 'cubes.zarr'})")
+    else:
+        mmz(study, "build-cubes", "build-cubes", "--project", str(root), "-j", str(s.get("jobs", 2)))
+
+
+# ----------------------------------------------------------------------------- step 2: the CNNs
+
+def run_done(run_dir: Path, folds: int) -> bool:
+    """Every fold's model is finished and oof.npz covers exactly those folds."""
+    if not all((run_dir / f"fold{k}_seed0.pt").exists() for k in range(folds)):
+        return False
+    oof = run_dir / "oof.npz"
+    return oof.exists() and set(np.unique(np.load(oof)["fold"]).tolist()) == set(range(folds))
+
+
+def step_cnn(study: Study, model: str) -> None:
+    s, root = study.settings, study.root
+    run_dir = root / "runs" / model
+    if run_done(run_dir, s["folds"]):
+        print(f"train: run {model} done ({run_dir})")
+    else:
+        mmz(study, f"train-{model}", "train", "--project", str(root), *CNN_FLAGS[model], "--width", f"{s['width']:g}",
+            "--epochs", str(s["epochs"]), "--folds", str(s["folds"]), "--norm", s["norm"],
+            "--amp" if s["amp"] else "--no-amp", "--batch-size", str(s["batch_size"]), "--lr", f"{s['lr']:g}",
+            "--name", model)
+    catalogue = root / f"oof-{model}.fits"
+    if catalogue.exists() and catalogue.stat().st_mtime >= (run_dir / "oof.npz").stat().st_mtime:
+        print(f"train: catalogue {catalogue.name} done")
+    else:
+        mmz(study, f"predict-{model}", "predict", "--cubes", "--project", str(root), "--run", model,
+            "-o", str(catalogue), "--overwrite")
+
+
+# ----------------------------------------------------------------------------- step 2b: the colour forest
+
+def aperture_weights(size: int, radius: float, oversample: int = 8) -> np.ndarray:
+    """[size, size] fraction of each pixel inside a circle of ``radius`` px at the stamp centre ((S-1)/2)."""
+    centre = (size - 1) / 2
+    sub = (np.arange(size * oversample) + 0.5) / oversample - 0.5  # sub-pixel centres, pixel i spans i +- 0.5
+    yy, xx = np.meshgrid(sub, sub, indexing="ij")
+    inside = (xx - centre) ** 2 + (yy - centre) ** 2 <= radius ** 2
+    return inside.reshape(size, oversample, size, oversample).mean(axis=(1, 3))
+
+
+def aperture_photometry(group, profile, diameter: float, block: int = 512) -> dict[str, np.ndarray]:
+    """Forced circular-aperture fluxes at the centre of every cube stamp, and their 1-sigma noise.
+
+    Fluxes are sums of the background-subtracted stamp pixels (tile units) weighted by the
+    pixels' fractions inside the aperture.  The noise of each stamp is the robust sigma
+    (1.4826 MAD) of its pixels beyond ``noise_radius`` of the centre times the aperture's
+    sqrt(sum of squared weights): pixel-to-pixel correlations (resampled bands) are ignored.
+    Returns flux, flux_err [N, B] (NaN where band_ok is false) and the radii used.
+    """
+    size = profile.cutout_size
+    radius = diameter / 2 / profile.pixel_scale
+    w = aperture_weights(size, radius).ravel()
+    yy, xx = np.indices((size, size)) - (size - 1) / 2
+    noise_radius = max(3 * radius, size / 2 - 12)
+    sky = (np.hypot(xx, yy) >= noise_radius).ravel()
+    cubes, band_ok = group["cubes"], group["band_ok"][:]
+    n, bands = cubes.shape[:2]
+    flux, err = np.full((n, bands), np.nan), np.full((n, bands), np.nan)
+    block = block // cubes.chunks[0] * cubes.chunks[0] or cubes.chunks[0]
+    for lo in range(0, n, block):
+        x = np.asarray(cubes[lo:lo + block], dtype=np.float32).reshape(-1, bands, size * size)
+        flux[lo:lo + len(x)] = x @ w
+        pixels = x[:, :, sky]
+        mad = np.median(np.abs(pixels - np.median(pixels, axis=-1, keepdims=True)), axis=-1)
+        err[lo:lo + len(x)] = 1.4826 * mad * np.sqrt(np.sum(w ** 2))
+    flux[~band_ok], err[~band_ok] = np.nan, np.nan
+    return {"flux": flux, "flux_err": err, "radius_px": radius, "noise_radius_px": noise_radius}
+
+
+def asinh_mag(flux: np.ndarray, softening: np.ndarray, zeropoint: np.ndarray) -> np.ndarray:
+    """Lupton et al. (1999) magnitudes: -2.5/ln10 [asinh(x / 2b) + ln b], x and b in units of the 0-mag flux.
+
+    Equal to zeropoint - 2.5 log10(flux) for flux >> b; finite and monotonic for faint and
+    negative fluxes.  ``softening`` b is in the same units as ``flux`` (per band).
+    """
+    f0 = 10.0 ** (0.4 * zeropoint)
+    x, b = flux / f0, softening / f0
+    return -2.5 / math.log(10) * (np.arcsinh(x / (2 * b)) + np.log(b))
+
+
+def forest_features(phot: dict, group, profile) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Dereddened reference magnitude, adjacent colours and E(B-V): the forest's input [N, F].
+
+    The asinh softening of each band is its median 1-sigma aperture noise over the stamps
+    with data.  A missing band (band_ok false) gives NaN in its colours.
+    """
+    names = profile.band_names
+    zp = np.array([b.zeropoint for b in profile.bands])
+    r_ext = np.array([b.extinction for b in profile.bands])
+    softening = np.nanmedian(phot["flux_err"], axis=0)
+    ebv = group["ebv"][:].astype(np.float64)
+    mags = asinh_mag(phot["flux"], softening, zp) - r_ext * ebv[:, None]
+    ref = profile.band_index(profile.reference_band)
+    features = np.column_stack([mags[:, ref], mags[:, :-1] - mags[:, 1:], ebv])
+    labels = [profile.reference_band] + [f"{a}-{b}" for a, b in pairwise(names)] + ["EBV"]
+    return features.astype(np.float32), labels, softening
+
+
+def tree_pdfs(forest, x: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PDF [n, N_b] = histogram of the trees' predictions on the grid (TPZ), and the forest's mean."""
+    z = np.stack([tree.predict(x) for tree in forest.estimators_])  # [trees, n]
+    n_bins = len(edges) - 1
+    k = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, n_bins - 1)
+    rows = np.broadcast_to(np.arange(x.shape[0]), z.shape)
+    counts = np.bincount((rows * n_bins + k).ravel(), minlength=x.shape[0] * n_bins)
+    return (counts.reshape(x.shape[0], n_bins) / len(z)).astype(np.float32), z.mean(axis=0)
+
+
+def step_forest(study: Study) -> None:
+    from sklearn.ensemble import RandomForestRegressor
+
+    from mmzcli import __version__
+    from mmzcli.catalog import summarise_pdfs, write_photoz
+    from mmzcli.store import open_store
+    from mmzcli.train import labelled_rows
+
+    s, root = study.settings, study.root
+    catalogue = root / "oof-forest.fits"
+    if catalogue.exists():
+        print(f"forest: catalogue {catalogue.name} done")
+        return
+    profile = study.profile()
+    group = open_store(root / "cubes.zarr")
+    folder = root / "forest"
+    folder.mkdir(exist_ok=True)
+    phot_path = folder / "photometry.npz"
+    if phot_path.exists():
+        phot = dict(np.load(phot_path))
+    else:
+        print(f"\n== forest: {s['aperture']:g}\"-diameter aperture photometry of {group['cubes'].shape[0]} cubes",
+              flush=True)
+        with timed(study, "forest-photometry"):
+            phot = aperture_photometry(group, profile, s["aperture"])
+        np.savez(folder / ".photometry.tmp.npz", id=group["id"][:], **phot)
+        os.replace(folder / ".photometry.tmp.npz", phot_path)
+    features, labels, softening = forest_features(phot, group, profile)
+
+    rows = labelled_rows(group)
+    fold, z_spec = group["fold"][:], group["z_spec"][:].astype(np.float64)
+    edges = profile.redshift_grid.edges()
+    parts, importances = [], {}
+    with timed(study, "forest-fit"):
+        for k in range(s["folds"]):  # the CNN runs' folds: fold k validates, the others train
+            train, test = rows[fold[rows] != k], rows[fold[rows] == k]
+            print(f"forest: fold {k}: {len(train)} training, {len(test)} validation objects", flush=True)
+            forest = RandomForestRegressor(n_estimators=s["trees"], min_samples_leaf=s["min_leaf"],
+                                           n_jobs=s.get("jobs", 2), random_state=s["seed"] * 100 + k)
+            forest.fit(features[train], z_spec[train])
+            pdfs, z_mean = tree_pdfs(forest, features[test], edges)
+            parts.append((test, pdfs, z_mean))
+            importances[str(k)] = dict(zip(labels, np.round(forest.feature_importances_, 4).tolist()))
+    test = np.concatenate([p[0] for p in parts])
+    pdfs = np.concatenate([p[1] for p in parts])
+    columns = {"ID": group["id"][:][test], "RA": group["ra"][:][test], "DEC": group["dec"][:][test],
+               **summarise_pdfs(pdfs, edges), "Z_REG": np.concatenate([p[2] for p in parts]).astype(np.float32),
+               "FLAGS": group["flags"][:][test], "EBV": group["ebv"][:][test].astype(np.float32), "PDF": pdfs,
+               "Z_SPEC": z_spec[test].astype(np.float32), "FOLD": fold[test].astype(np.int16),
+               f"MAG_{profile.reference_band.upper()}": group["mag_ref"][:][test].astype(np.float32)}
+    grid = profile.redshift_grid
+    settings = f"trees={s['trees']} min_leaf={s['min_leaf']} aperture={s['aperture']} seed={s['seed']}"
+    header = {"MMZVERS": (__version__, "mmz version"), "CATKIND": ("oof", "tiles: survey sources; oof: out-of-fold"),
+              "PROFILE": (profile.name, "survey profile"), "RUN": ("colour-forest", "random forest on aperture colours"),
+              "RUNHASH": (hashlib.sha256(settings.encode()).hexdigest()[:16], "sha256 of the forest settings"),
+              "NMODELS": (s["folds"], "forests: each object predicted by its fold's"),
+              "FUSION": ("none", "not a CNN"), "MODALITY": (" ".join(labels), "forest features"),
+              "NBINS": (grid.n_bins, "redshift bins of the PDF"), "ZMIN": (grid.z_min, "lower edge of the grid"),
+              "ZMAX": (grid.z_max, "upper edge of the grid"),
+              "OUTLTHR": (profile.outlier_threshold, "|dz|/(1+z) outlier threshold of the survey"),
+              "REFBAND": (profile.reference_band, "reference band (magnitude limit)"),
+              "NTREES": (s["trees"], "trees per forest; PDF = histogram of their predictions"),
+              "MINLEAF": (s["min_leaf"], "min_samples_leaf"),
+              "APERDIAM": (s["aperture"], "[arcsec] aperture diameter, at the stamp centre"),
+              "MAGKIND": ("asinh", "Lupton et al. 1999; softening = median 1-sigma noise")}
+    write_photoz(catalogue, columns, edges, header)
+    write_json(folder / "forest.json", {"mmz_version": __version__, "features": labels,
+                                        "softening_flux": dict(zip(profile.band_names, softening.tolist())),
+                                        "aperture_arcsec": s["aperture"], "aperture_radius_px": float(phot["radius_px"]),
+                                        "noise_radius_px": float(phot["noise_radius_px"]),
+                                        "trees": s["trees"], "min_samples_leaf": s["min_leaf"],
+                                        "feature_importances": importances})
+    print(f"forest: {len(test)} out-of-fold objects -> {catalogue}")
+
+
+# ----------------------------------------------------------------------------- step 3: analyse
+
+def run_speed(run_dir: Path) -> dict:
+    """Training samples/s and epochs of a finished run, from its metrics.json."""
+    m = read_json(run_dir / "metrics.json", {})
+    history = [h for model in m.get("models", []) for h in model["history"]]
+    rates = [h["samples_per_s"] for h in history]
+    return {"models": len(m.get("models", [])), "epochs_trained": len(history),
+            "best_epochs": [model["best_epoch"] for model in m.get("models", [])],
+            "train_samples_per_s_mean": round(float(np.mean(rates)), 2) if rates else None,
+            "train_samples_per_s_range": [round(min(rates), 2), round(max(rates), 2)] if rates else None}
+
+
+def step_analyse(study: Study) -> dict:
+    from mmzcli import __version__
+    from mmzcli.store import open_store
+    from mmzcli.train import labelled_rows
+
+    s, root = study.settings, study.root
+    cats = {m: root / f"oof-{m}.fits" for m in MODELS}
+    missing = [str(p) for p in cats.values() if not p.exists()]
+    if missing:
+        sys.exit(f"analyse: missing {', '.join(missing)}; run the data and train steps first (--step all)")
+    for name in ("evaluate", "bootstrap"):
+        check = subprocess.run([sys.executable, "-m", "mmzcli", name, "--help"], capture_output=True, check=False)
+        if check.returncode != 0:
+            sys.exit(f"analyse: 'mmz {name}' is not available in this checkout yet; run --step analyse later")
+
+    evaluated = json.loads(mmz(study, "evaluate", "-q", "evaluate", *map(str, cats.values()),
+                               "-o", str(root / "evaluate"), "--json", capture=True))
+    report = read_json(root / "evaluate" / "metrics.json")
+    by_path = {c["path"]: c for c in report["catalogs"]}
+    metrics = {}
+    for m, path in cats.items():
+        full = by_path.get(str(path), {})
+        overall = {**evaluated[str(path)], **full.get("overall", {})}  # the file adds the spread over folds
+        metrics[m] = {"overall": overall, **{k: full.get(k) for k in ("by_mag", "by_z_spec", "by_z_phot", "pit")}}
+    boot = {}
+    for base, other in PAIRS:
+        out = json.loads(mmz(study, f"bootstrap-{base}-vs-{other}", "-q", "bootstrap", str(cats[base]),
+                             str(cats[other]), "-K", str(s["resamples"]), "--seed", str(s["seed"]),
+                             "-o", str(root / "bootstrap" / f"{base}-vs-{other}"), "--json", capture=True))
+        full = read_json(root / "bootstrap" / f"{base}-vs-{other}" / "bootstrap.json", {})
+        boot[f"{other}_vs_{base}"] = {k: {**v, "delta_ci95": full.get(k, {}).get("delta_ci95")} for k, v in out.items()}
+        boot[f"{other}_vs_{base}"]["n"] = full.get("n")
+
+    sig = {m: metrics[m]["overall"]["sigma_mad"] for m in MODELS}
+    p_mm = boot["multimodal_vs_baseline"]["sigma_mad"]["p_value"]
+    ratios = {f"{m}/forest": sig[m] / sig["forest"] for m in ("baseline", "multimodal")}
+    targets = {
+        "multimodal_beats_baseline": {
+            "rule": f"sigma_MAD(multimodal) < sigma_MAD(baseline) with paired-bootstrap p < {P_TARGET}",
+            "sigma_mad_baseline": sig["baseline"], "sigma_mad_multimodal": sig["multimodal"], "p_value": p_mm,
+            "met": bool(sig["multimodal"] < sig["baseline"] and p_mm < P_TARGET)},
+        "cnn_vs_forest": {
+            "rule": f"sigma_MAD(multimodal CNN) <= {FOREST_RATIO_TARGET} x sigma_MAD(colour forest)",
+            "ratio": ratios["multimodal/forest"], "baseline_ratio": ratios["baseline/forest"],
+            "met": bool(ratios["multimodal/forest"] <= FOREST_RATIO_TARGET),
+            "baseline_met": bool(ratios["baseline/forest"] <= FOREST_RATIO_TARGET)}}
+
+    group = open_store(root / "cubes.zarr")
+    profile = study.profile()
+    wall = study.wall()
+    result = {
+        "simulated": True,
+        "note": "Every figure here comes from a survey simulated by mmz simulate, not from real data.",
+        "profile": profile.name, "mmz_version": __version__, "written": now(), "study_dir": str(root),
+        "settings": {**{k: v for k, v in s.items()}, "objects": int(group["cubes"].shape[0]),
+                     "labelled": len(labelled_rows(group)), "n_out_of_fold": metrics["baseline"]["overall"]["n"],
+                     "outlier_threshold": profile.outlier_threshold, "reference_band": profile.reference_band,
+                     "mag_limit": HSC9_MAG_LIMIT if s["profile"] == "hsc9" else profile.reference_mag_limit,
+                     "seeds": {"simulation": s["seed"], "forest": f"{s['seed']} x 100 + fold",
+                               "bootstrap": s["seed"], "cnn": "fold and epoch (mmz train; one model per fold)"},
+                     "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()}},
+        "training": {m: run_speed(root / "runs" / m) for m in ("baseline", "multimodal")},
+        "wall_seconds": wall,
+        "metrics": metrics, "bootstrap": boot, "ratios": ratios, "targets": targets,
+        "forest": read_json(root / "forest" / "forest.json"),
+    }
+    if s["profile"] == "sdss":
+        result["paper_table2"] = [{"method": name, "sigma_mad_1e3": a, "eta_pct": b, "bias_1e3": c, "data": "real SDSS MGS"}
+                                  for name, a, b, c in PAPER_TABLE2]
+    write_json(root / "accuracy.json", result)
+    print_report(result)
+    print(f"\nwrote {root / 'accuracy.json'}; plots in {root / 'evaluate'} and {root / 'bootstrap'}")
+    return result
+
+
+# ----------------------------------------------------------------------------- printing (markdown, for the docs)
+
+LABELS = {"baseline": "baseline CNN", "multimodal": "multimodal CNN (2-band, 1st order, early)",
+          "forest": "colour forest (aperture asinh mags)"}
+
+
+def print_report(r: dict) -> None:
+    s, m = r["settings"], r["metrics"]
+    print(f"\n## Accuracy study, SIMULATED {r['profile']} ({s['labelled']} labelled galaxies, "
+          f"{s['n_out_of_fold']} predicted out of fold; {s['folds']} fold(s), width {s['width']:g}, "
+          f"{s['epochs']} epochs, norm {s['norm']}, {'bf16' if s['amp'] else 'fp32'})\n")
+    thr = s["outlier_threshold"]
+    print(f"| model | σ_MAD | η (\\|Δz\\| ≥ {thr:g}) | bias | CRPS | σ_MAD / forest's |")
+    print("|---|---|---|---|---|---|")
+    for k in MODELS:
+        o = m[k]["overall"]
+        err = f" ± {o['sigma_mad_err']:.4f}" if o.get("sigma_mad_err") is not None else ""
+        ratio = o["sigma_mad"] / m["forest"]["overall"]["sigma_mad"]
+        print(f"| {LABELS[k]} | {o['sigma_mad']:.4f}{err} | {100 * o['eta']:.2f}% | {o['bias']:+.4f} | "
+              f"{o.get('crps', float('nan')):.4f} | {ratio:.2f} |")
+    print("\nPaired bootstrap (paper App. D), p = freq(δ_b − δ ≥ δ), δ = M(base) − M(other) > 0 when OTHER is better:\n")
+    print("| other vs base | σ_MAD gain | p | η gain | p | \\|bias\\| gain | p |")
+    print("|---|---|---|---|---|---|---|")
+    for key, b in r["bootstrap"].items():
+        cells = []
+        for metric in ("sigma_mad", "eta", "abs_bias"):
+            g = b[metric]["gain"]
+            cells += ["–" if g is None else f"{100 * g:+.1f}%", f"{b[metric]['p_value']:.4f}"]
+        print(f"| {key.replace('_vs_', ' vs ')} | " + " | ".join(cells) + " |")
+    for key in ("by_mag", "by_z_spec"):
+        bins = m["baseline"][key]
+        if not bins:
+            continue
+        what = f"MAG_{s['reference_band']}" if key == "by_mag" else "z_spec"
+        print(f"\nσ_MAD (η) in {len(bins['n'])} equal-count bins of {what}:\n")
+        print(f"| {what} | N | " + " | ".join(LABELS[k].split(" (")[0] for k in MODELS) + " |")
+        print("|---|---|" + "---|" * len(MODELS))
+        for i in range(len(bins["n"])):
+            cells = [f"{m[k][key]['sigma_mad'][i]:.4f} ({100 * m[k][key]['eta'][i]:.1f}%)" for k in MODELS]
+            print(f"| {bins['x_lo'][i]:.2f}–{bins['x_hi'][i]:.2f} | {bins['n'][i]} | " + " | ".join(cells) + " |")
+    t = r["targets"]
+    a, b = t["multimodal_beats_baseline"], t["cnn_vs_forest"]
+    print("\nTargets:")
+    print(f"- multimodal σ_MAD below the baseline's with p < {P_TARGET}: {a['sigma_mad_multimodal']:.4f} vs "
+          f"{a['sigma_mad_baseline']:.4f}, p = {a['p_value']:.4f} -> {'MET' if a['met'] else 'NOT MET'}")
+    print(f"- CNN σ_MAD ≤ {FOREST_RATIO_TARGET}× the colour forest's: multimodal {b['ratio']:.2f}× "
+          f"({'MET' if b['met'] else 'NOT MET'}), baseline {b['baseline_ratio']:.2f}× "
+          f"({'met' if b['baseline_met'] else 'not met'})")
+    if "paper_table2" in r:
+        print("\nBeside the paper's Table 2 (SDSS MGS r ≤ 17.8; σ_MAD and bias in 10⁻³, η(|Δz| ≥ 0.05) in %). "
+              "The paper's rows are REAL data; ours are SIMULATED:\n")
+        print("| method | data | σ_MAD (10⁻³) | η (%) | bias (10⁻³) |")
+        print("|---|---|---|---|---|")
+        for row in r["paper_table2"]:
+            print(f"| {row['method']} | real | {row['sigma_mad_1e3']:.2f} | {row['eta_pct']:.2f} | {row['bias_1e3']:+.2f} |")
+        for k in MODELS:
+            o = m[k]["overall"]
+            print(f"| {LABELS[k]}, this study | **simulated** | {1e3 * o['sigma_mad']:.2f} | {100 * o['eta']:.2f} | "
+                  f"{1e3 * o['bias']:+.2f} |")
+    print("\nTraining speed (samples/s, mean over epochs) and wall times (s, summed over sessions):")
+    for k, v in r["training"].items():
+        print(f"- {k}: {v['train_samples_per_s_mean']} samples/s over {v['epochs_trained']} epochs "
+              f"(best epochs {v['best_epochs']})")
+    print("- " + ", ".join(f"{k} {v:.0f}" for k, v in r["wall_seconds"].items()))
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=("hsc9", "sdss"), required=True)
+    p.add_argument("-n", type=int, help=f"spectroscopic galaxies to simulate [{DEFAULTS['n']}]")
+    p.add_argument("--dir", help="study directory [~/mmz-accuracy/<profile>-<n>]")
+    p.add_argument("--width", type=float, help=f"channel-width multiplier of both CNNs [{DEFAULTS['width']}]")
+    p.add_argument("--epochs", type=int, help=f"epochs per model [{DEFAULTS['epochs']}]")
+    p.add_argument("--folds", type=int, choices=range(1, 6), help=f"CV folds 0..F-1 of the 5 [{DEFAULTS['folds']}]")
+    p.add_argument("--seed", type=int, help=f"simulation, forest and bootstrap seed [{DEFAULTS['seed']}]")
+    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (GPU); default fp32 (--no-amp)")
+    p.add_argument("--no-amp", dest="amp", action="store_false")
+    p.add_argument("--trees", type=int, help=f"trees per forest [{DEFAULTS['trees']}]")
+    p.add_argument("--aperture", type=float, help="aperture diameter, arcsec [hsc9 2, sdss 3]")
+    p.add_argument("--resamples", "-K", type=int, help=f"bootstrap resamples [{DEFAULTS['resamples']}]")
+    p.add_argument("--jobs", "-j", type=int, default=2, help="processes for simulate/build-cubes, forest threads [2]")
+    p.add_argument("--step", choices=("all", "data", "train", "forest", "analyse"), default="all",
+                   help="train = both CNNs and the forest; forest = the forest alone")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    study = Study.open(args)
+    study.settings["jobs"] = args.jobs  # not a study setting: free to change between sessions
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM; run the same command to continue"))
+    print(f"study {study.root}: {json.dumps({k: v for k, v in study.settings.items() if k != 'jobs'})}", flush=True)
+    start = time.perf_counter()
+    with study.lock():
+        if args.step in ("all", "data"):
+            step_data(study)
+        if args.step in ("all", "train", "forest"):
+            step_forest(study)
+        if args.step in ("all", "train"):
+            for model in ("baseline", "multimodal"):
+                step_cnn(study, model)
+        if args.step in ("all", "analyse"):
+            step_analyse(study)
+    print(f"\nbench/accuracy.py --step {args.step}: {time.perf_counter() - start:.0f} s this session")
+
+
+if __name__ == "__main__":
+    main()
