@@ -2,11 +2,13 @@
 
 Run:  .venv/bin/python bench/profile_values.py
 
-For every filter curve used by profiles/*.yaml (astro-sedpy ids) this prints
+For every filter curve used by profiles/*.yaml (astro-sedpy ids, or speclite names written
+``speclite:<group>-<band>``; both read by ``mmzcli.sim_sed.filter_curve``) this prints
 
-* lam_eff   -- sedpy ``Filter.wave_effective``: the Fukugita et al. (1996) effective
-               wavelength exp(int T ln(lam) dln(lam) / int T dln(lam)), Angstrom.  This is the
-               value written in the profiles' ``wavelength`` field.
+* lam_eff   -- the Fukugita et al. (1996) effective wavelength
+               exp(int T ln(lam) dln(lam) / int T dln(lam)), Angstrom, as sedpy's
+               ``Filter.wave_effective``.  This is the value written in the profiles'
+               ``wavelength`` field.
 * lam_pivot -- the pivot wavelength sqrt(int T lam dlam / int T dlam/lam), for reference.
 * R_b       -- A_b / E(B-V)_SFD, the coefficient that multiplies the SFD (Schlegel et al.
                1998) reddening, in the convention of Schlafly & Finkbeiner (2011, SF11),
@@ -25,15 +27,22 @@ other Table 6 bandpasses) and prints the relative differences.
 
 Filter-curve notes: the sedpy VISTA curves (vista_vircam_*) are full system throughputs
 (filter, mirrors, QE, atmosphere) tabulated in percent; the sedpy HSC curves include the
-atmosphere at airmass 1.2.  Normalisation does not matter for wavelengths or R_b.
+atmosphere at airmass 1.2.  Normalisation does not matter for wavelengths or R_b.  hsc6's u
+is the MegaCam u.MP9302 curve shipped with speclite (cfht_megacam-u), which sedpy lacks;
+speclite's u* (cfht_megacam-ustar, u.MP9301) is printed beside sedpy's for comparison.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
 
 import extinction
-import sedpy.observate as observate
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mmzcli.sim_sed import filter_curve
 
 R_V = 3.1
 SFD_RECALIBRATION = 0.86  # SF11: E(B-V)_true = 0.86 E(B-V)_SFD
@@ -48,18 +57,21 @@ SF11_TABLE6 = {
     "ukirt_wfcam_J": 0.709, "ukirt_wfcam_H": 0.449, "ukirt_wfcam_K": 0.302,
 }
 
-# Bands of the shipped profiles: (profile, band, sedpy filter id).
+# Bands of the shipped profiles: (profile, band, filter id).
 PROFILE_BANDS = [
     ("sdss", "u", "sdss_u0"), ("sdss", "g", "sdss_g0"), ("sdss", "r", "sdss_r0"),
     ("sdss", "i", "sdss_i0"), ("sdss", "z", "sdss_z0"),
     ("cfhtls", "u", "cfht_megacam_us_9301"), ("cfhtls", "g", "cfht_megacam_gs_9401"),
     ("cfhtls", "r", "cfht_megacam_rs_9601"), ("cfhtls", "i", "cfht_megacam_is_9701"),
     ("cfhtls", "z", "cfht_megacam_zs_9801"),
-    ("hsc6", "u", "cfht_megacam_us_9301"), ("hsc6", "g", "hsc_g"), ("hsc6", "r", "hsc_r"),
+    ("hsc6", "u", "speclite:cfht_megacam-u"), ("hsc6", "g", "hsc_g"), ("hsc6", "r", "hsc_r"),
     ("hsc6", "i", "hsc_i"), ("hsc6", "z", "hsc_z"), ("hsc6", "y", "hsc_y"),
     ("hsc9", "J", "vista_vircam_J"), ("hsc9", "H", "vista_vircam_H"),
     ("hsc9", "Ks", "vista_vircam_Ks"),
 ]
+
+# The same filter in both packages: MegaCam u* (u.MP9301).
+CROSS_CHECK = [("u*", "cfht_megacam_us_9301"), ("u*", "speclite:cfht_megacam-ustar")]
 
 
 def _blackbody(wave_aa: np.ndarray, temperature: float) -> np.ndarray:
@@ -68,11 +80,19 @@ def _blackbody(wave_aa: np.ndarray, temperature: float) -> np.ndarray:
     return wave_aa ** -5 / np.expm1(hc_over_k / (wave_aa * temperature))
 
 
+def wavelengths(filter_id: str) -> tuple[float, float]:
+    """(lam_eff, lam_pivot) in Angstrom, with sedpy's integrals (Fukugita et al. 1996)."""
+    wave, trans = filter_curve(filter_id)
+    log_wave = np.log(wave)
+    norm = np.trapezoid(trans, log_wave)
+    lam_eff = np.exp(np.trapezoid(trans * log_wave, log_wave) / norm)
+    return float(lam_eff), float(np.sqrt(np.trapezoid(trans * wave, wave) / norm))
+
+
 def band_extinction(filter_id: str, ebv_mono: float = EBV_MONO) -> float:
     """A_b in magnitudes for a monochromatic E(B-V) = ebv_mono of the F99 law."""
-    band = observate.Filter(filter_id)
-    wave = np.asarray(band.wavelength, dtype=float)
-    weight = _blackbody(wave, SOURCE_TEMPERATURE) * np.asarray(band.transmission) * wave
+    wave, trans = filter_curve(filter_id)
+    weight = _blackbody(wave, SOURCE_TEMPERATURE) * trans * wave
     a_lambda = extinction.fitzpatrick99(wave, R_V * ebv_mono, R_V)
     ratio = np.trapezoid(weight * 10 ** (-0.4 * a_lambda), wave) / np.trapezoid(weight, wave)
     return -2.5 * np.log10(ratio)
@@ -98,13 +118,21 @@ def main() -> None:
         print(f"{filter_id:<16}{ref:>8.3f}{value:>8.3f}{100 * (value / ref - 1):>8.2f}%")
 
     print("\nProfile bands")
-    print(f"{'profile':<8}{'band':<5}{'filter':<22}{'lam_eff':>9}{'lam_pivot':>10}{'R_b':>8}{'SF11':>8}")
+    header = f"{'band':<5}{'filter':<30}{'lam_eff':>9}{'lam_pivot':>10}{'R_b':>8}"
+    print(f"{'profile':<8}{header}{'SF11':>8}")
     for profile, name, filter_id in PROFILE_BANDS:
-        band = observate.Filter(filter_id)
         ref = SF11_TABLE6.get(filter_id)
-        print(f"{profile:<8}{name:<5}{filter_id:<22}{band.wave_effective:>9.0f}"
-              f"{band.wave_pivot:>10.0f}{r_coefficient(filter_id):>8.3f}"
-              f"{(f'{ref:.3f}' if ref else '-'):>8}")
+        print(f"{profile:<8}{_row(name, filter_id)}{(f'{ref:.3f}' if ref else '-'):>8}")
+
+    print("\nCross-check: one filter, two packages' curves")
+    print(header)
+    for name, filter_id in CROSS_CHECK:
+        print(_row(name, filter_id))
+
+
+def _row(name: str, filter_id: str) -> str:
+    lam_eff, lam_pivot = wavelengths(filter_id)
+    return f"{name:<5}{filter_id:<30}{lam_eff:>9.0f}{lam_pivot:>10.0f}{r_coefficient(filter_id):>8.3f}"
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ Prints, for each check, the figure and its target:
 - colour tracks: the 4000 Å break of red galaxies moves from g-r into r-i across z ≈ 0.35-0.45;
   the issue asks that most z ≈ 3 galaxies in the HSC profiles be u-band dropouts (u-g > 1.5):
   the fraction at 2.7 < z < 3.3, from true (noiseless) and catalogue (noisy) colours, and
-  why (the u* filter's share redward of the Lyman limit, the IGM, the escape fraction, the
-  same galaxies through a bluer u);
+  why (the u filter's share redward of the Lyman limit, the IGM, the escape fraction, the
+  same galaxies through the older, redder MegaCam u* and through SDSS u);
 - images: forced aperture photometry of bright isolated objects recovers the catalogue
   magnitudes within 0.05 mag; the measured 5σ depth is within 0.2 mag of the profile and the
   measured PSF FWHM (stars of every tile, hsc9's NIR grid included) within 10%.
@@ -96,41 +96,48 @@ def dropouts(profile: str, n: int = 20000, seed: int = 3):
     return (z, true, noisy), rows
 
 
-def dropout_physics(n: int = 20000, seed: int = 4):
-    """Why the u* dropout happens where it does: filter, IGM, escape fraction, bluer u.
+# The u filters compared: hsc6's (CLAUDS, MegaCam u.MP9302), the older MegaCam u* (u.MP9301,
+# CLAUDS in XMM-LSS, CFHTLS) and SDSS u (3560 Å; the U_n of Steidel et al. 2003 is at 3550 Å).
+U_FILTERS = {"u (MP9302)": None, "u* (MP9301)": "cfht_megacam_us_9301", "SDSS u": "sdss_u0"}
 
-    - the share of the u* photon count (flat f_nu) redward of the Lyman limit 912(1+z);
+
+def dropout_physics(n: int = 20000, seed: int = 4):
+    """Why the u dropout happens where it does: filter, IGM, escape fraction.
+
+    - the share of each MegaCam u's photon count (flat f_nu) redward of the Lyman limit 912(1+z);
     - the mean IGM transmission (Inoue+14) in rest-frame windows at z = 3;
-    - u-g > 1.5 for one i <= 25 population seen through u* and through SDSS u (3560 Å, the
-      Steidel et al. 2003 U_n is at 3550 Å), with the Lyman-continuum escape fraction
-      at its value and at 1.
+    - u-g > 1.5 for one i <= 25 population seen through each filter of U_FILTERS (None:
+      hsc6's u), with the Lyman-continuum escape fraction at its value and at 1.
     """
     from mmzcli.sim_population import PopulationSampler
     from mmzcli.sim_sed import LYC_ESCAPE, PhotometryGrid, igm_transmission, load_filter
 
     prof = load_profile("hsc6")
-    u_star = prof.band("u").filter
-    fw, ft = load_filter(u_star)
-    counts = np.cumsum(ft / fw * np.gradient(fw))
-    counts /= counts[-1]
-    redward = {z: 1 - np.interp(912 * (1 + z), fw, counts) for z in (2.8, 3.0, 3.2)}
+    u_filters = {name: fid or prof.band("u").filter for name, fid in U_FILTERS.items()}
+    redward = {}
+    for name, fid in list(u_filters.items())[:2]:  # the two MegaCam u
+        fw, ft = load_filter(fid)
+        counts = np.cumsum(ft / fw * np.gradient(fw))
+        counts /= counts[-1]
+        redward[name] = {z: 1 - np.interp(912 * (1 + z), fw, counts) for z in (2.8, 3.0, 3.2)}
     igm = {window: float(igm_transmission(np.linspace(*window, 200) * 4, 3.0).mean())
            for window in ((1050, 1170), (920, 1015), (700, 911))}
-    filters = (u_star, "sdss_u0", prof.band("g").filter, prof.band("i").filter)
+    filters = (*u_filters.values(), prof.band("g").filter, prof.band("i").filter)
+    g = len(u_filters)
     fractions = {}
     galaxies = curves = None
     for escape in (LYC_ESCAPE, 1.0):
         grid = PhotometryGrid.build(filters, z_max=4.0, lyc_escape=escape)
         if galaxies is None:
-            sampler = PopulationSampler(grid, 3, z_max=4.0)
+            sampler = PopulationSampler(grid, g + 1, z_max=4.0)
             galaxies, _ = sampler.draw(np.random.default_rng(seed), n, 14.0, 25.0)
         mag = -2.5 * np.log10(sum(galaxies.fluxes(grid, None)))
         at3 = (galaxies.z > 2.7) & (galaxies.z < 3.3)
-        for k, name in enumerate(("u*", "SDSS u")):
-            ug = mag[at3, k] - mag[at3, 2]
+        for k, name in enumerate(u_filters):
+            ug = mag[at3, k] - mag[at3, g]
             fractions[name, escape] = (np.mean(ug > 1.5), np.median(ug))
         if escape == LYC_ESCAPE:
-            curves = (galaxies.z, mag[:, 0] - mag[:, 2], mag[:, 1] - mag[:, 2])
+            curves = (galaxies.z, {name: mag[:, k] - mag[:, g] for k, name in enumerate(u_filters)})
     return redward, igm, fractions, int(at3.sum()), curves
 
 
@@ -156,13 +163,14 @@ def plot_colours(tracks, sample, rows, curves):
     ax[1].scatter(zz, noisy, s=1, alpha=0.2, c="k", label="catalogue (noisy)")
     centres, med = _running_median(zz, true, np.arange(0.0, 4.05, 0.1))
     ax[1].plot(centres, med, "C0-", label="median, true colours")
-    z_pop, _, ug_sdss = curves
-    centres, med = _running_median(z_pop, ug_sdss, np.arange(0.0, 4.05, 0.1))
-    ax[1].plot(centres, med, "C2--", label="same galaxies through SDSS u (U_n-like)")
+    z_pop, ug = curves
+    for name, style in (("u* (MP9301)", "C1--"), ("SDSS u", "C2--")):
+        centres, med = _running_median(z_pop, ug[name], np.arange(0.0, 4.05, 0.1))
+        ax[1].plot(centres, med, style, label=f"same galaxies through {name}")
     ax[1].axhline(1.5, color="C3")
     ax[1].axvspan(2.7, 3.3, color="0.9", zorder=-1)
     _, f_true, _, f_noisy, _ = rows[2.7, 3.3]
-    ax[1].set(xlim=(0, 4.2), ylim=(-1, 5), xlabel="z", ylabel="u* - g (hsc6)",
+    ax[1].set(xlim=(0, 4.2), ylim=(-1, 5), xlabel="z", ylabel="u - g (hsc6: MegaCam u.MP9302, HSC g)",
               title=f"2.7<z<3.3: u-g>1.5 for {f_true:.0%} (true), {f_noisy:.0%} (noisy)")
     ax[1].legend(loc="upper left", markerscale=5)
     fig.tight_layout()
@@ -342,7 +350,7 @@ def main(argv=None):
     print("\n## Colour tracks")
     cross, tracks = colour_tracks()
     print(f"red galaxies: r-i starts rising faster than g-r at z = {cross:.2f}   [target 0.35-0.45]")
-    print("u-dropouts, u-g > 1.5 (u = MegaCam u*; true = noiseless, noisy = catalogue MAG_u - MAG_g):")
+    print("u-dropouts, u-g > 1.5 (u = MegaCam u.MP9302; true = noiseless, noisy = catalogue MAG_u - MAG_g):")
     samples = {}
     for name in ("hsc6", "hsc9"):
         samples[name], rows = dropouts(name, 20000 if plot else 8000)
@@ -353,8 +361,9 @@ def main(argv=None):
         if name == "hsc6":
             hsc6_rows = rows
     redward, igm, fractions, n3, curves = dropout_physics(20000 if plot else 8000)
-    print("why: share of the u* photon count redward of 912(1+z): "
-          + ", ".join(f"z={z:.1f}: {f:.0%}" for z, f in redward.items()))
+    for name, shares in redward.items():
+        print(f"why: share of the {name} photon count redward of 912(1+z): "
+              + ", ".join(f"z={z:.1f}: {f:.0%}" for z, f in shares.items()))
     print("     mean IGM transmission at z=3 (Inoue+14), rest "
           + ", ".join(f"{a}-{b} Å: {t:.2f}" for (a, b), t in igm.items()))
     print(f"     i <= 25 population, 2.7 < z < 3.3 (N={n3}), true u-g > 1.5: "

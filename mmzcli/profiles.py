@@ -29,7 +29,7 @@ def shipped_profiles_dir() -> Path:
 @dataclass(frozen=True)
 class Band:
     name: str  # short name used everywhere in mmz (u, g, ..., Ks)
-    filter: str  # filter-curve id (astro-sedpy name)
+    filter: str  # filter-curve id: astro-sedpy name, or "speclite:" + speclite name
     wavelength: float  # effective wavelength, Angstrom
     depth: float  # 5-sigma point-source depth, AB mag
     psf_fwhm: float  # median seeing, arcsec

@@ -11,7 +11,9 @@ Sources, all shipped inside wheels (no downloads):
   Fitzpatrick (1999), R_V = 3.1 (``extinction``);
 - intergalactic absorption: Inoue et al. (2014), written here from the paper's equations
   and its Table 2 coefficients;
-- filter curves: ``astro-sedpy`` (its VISTA curves are in percent: only ratios are used).
+- filter curves: ``astro-sedpy`` (its VISTA curves are in percent: only ratios are used), or
+  ``speclite`` for ids written ``speclite:<group>-<band>`` (CLAUDS' MegaCam u, u.MP9302, is
+  ``speclite:cfht_megacam-u``: sedpy has no curve for it).
 
 Magnitudes are AB, for photon-counting detectors.  A galaxy's SED is a mixture of
 templates weighted by their light in the rest-frame SDSS r band, the band of the
@@ -185,16 +187,52 @@ def _extend(w: np.ndarray, f: np.ndarray, wave: np.ndarray) -> np.ndarray:
     return out
 
 
+SPECLITE = "speclite:"  # prefix of the filter ids that name a speclite curve
+
+
 @cache
-def load_filter(filter_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(wave [Å], transmission) of an astro-sedpy filter, resampled to 160 points."""
+def filter_curve(filter_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The tabulated curve of a filter: (wave [Å], transmission), as its package ships it.
+
+    ``filter_id`` is an astro-sedpy name (``hsc_g``) or ``speclite:`` and a speclite name
+    (``speclite:cfht_megacam-u``).  Both packages drop the runs of zeros at either end.
+
+    Raises
+    ------
+    ConfigError
+        If the package has no curve by that name, or speclite is not installed.
+
+    Examples
+    --------
+    >>> wave, trans = filter_curve("speclite:cfht_megacam-u")  # MegaCam u.MP9302
+    >>> round(float(wave[trans.argmax()]))
+    3930
+    """
+    if filter_id.startswith(SPECLITE):
+        name = filter_id[len(SPECLITE):]
+        if importlib.util.find_spec("speclite") is None:
+            raise ConfigError(f"filter curve '{filter_id}' needs the package 'speclite': pip install 'mmz[sim]'")
+        import speclite.filters
+
+        try:
+            flt = speclite.filters.load_filter(name)
+        except ValueError as exc:  # speclite: bad name, unknown group or band, missing .ecsv file
+            raise ConfigError(f"unknown filter curve '{filter_id}' (speclite has none by that name: {exc})") from None
+        return np.asarray(flt.wavelength, float), np.asarray(flt.response, float)  # wavelength in Å
     from sedpy.observate import Filter
 
     try:
         flt = Filter(filter_id)
     except (ValueError, OSError) as exc:  # sedpy: ValueError (0.4), a file error in older versions
-        raise ConfigError(f"unknown filter curve '{filter_id}' (astro-sedpy has none by that name: {exc})") from None
-    w, t = np.asarray(flt.wavelength, float), np.asarray(flt.transmission, float)
+        raise ConfigError(f"unknown filter curve '{filter_id}' (astro-sedpy has none by that name: {exc}); "
+                          f"a speclite curve is written '{SPECLITE}<group>-<band>'") from None
+    return np.asarray(flt.wavelength, float), np.asarray(flt.transmission, float)
+
+
+@cache
+def load_filter(filter_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(wave [Å], transmission) of a filter (see `filter_curve`), resampled to 160 points."""
+    w, t = filter_curve(filter_id)
     keep = t > 1e-4 * t.max()
     lo, hi = w[keep].min(), w[keep].max()
     grid = np.linspace(lo, hi, 160)

@@ -703,7 +703,7 @@ def _tile_tasks(prof: Profile, s: dict, sky: Sky, imaging: list, centres: list, 
             rows = sel[near]
             to_img = 10 ** (0.4 * band.zeropoint)
             header = {"FILTER": (band.name, "band name in the mmz profile"),
-                      "FILTID": (band.filter, "astro-sedpy filter curve"),
+                      "FILTID": (band.filter, "filter curve: sedpy id or speclite:<name>"),
                       "MAGZERO": (band.zeropoint, "AB mag of 1 image unit"),
                       "SEEING": (band.psf_fwhm, "PSF FWHM, arcsec (Moffat)"),
                       "PSFBETA": (img.beta, "Moffat beta"),

@@ -149,6 +149,19 @@ def test_bad_simulation_section_names_the_file_and_key(tmp_path, section, match)
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize("curve, package", [("speclite:cfht_megacam-q", "speclite"),
+                                            ("speclite:sdss_g0", "speclite"), ("cfht_megacam-u", "astro-sedpy")])
+def test_unknown_filter_curve_is_one_line_naming_it(tmp_path, curve, package):
+    path = tmp_path / "mine.yaml"
+    band = {"name": "g", "filter": curve, "wavelength": 4670, "depth": 22.2, "psf_fwhm": 1.4,
+            "zeropoint": 22.5, "extinction": 3.303}
+    path.write_text(yaml.safe_dump({"extends": str(shipped_profiles_dir() / "tiny.yaml"), "name": "mine",
+                                    "bands": [band]}))
+    with pytest.raises(ConfigError, match=f"unknown filter curve '{curve}' \\({package} has none") as info:
+        simulate_survey(str(path), 5, tmp_path / "p", tile_size=TILE)
+    assert "\n" not in str(info.value)
+
+
 def test_injection_catalogue_lacking_a_band_is_refused(tmp_path):
     cat = tmp_path / "objects.fits"
     Table({"Z": [0.3], "MAG_g": [20.0], "MAG_r": [19.5]}).write(cat)
@@ -297,7 +310,7 @@ def test_igm_and_milky_way_dust():
     assert (red[1][1] - red[1][2]) - (red[0][1] - red[0][2]) > 0.5  # g-r of E reddens with z
 
 
-def test_far_uv_dust_and_where_u_star_drops_out():
+def test_far_uv_dust_and_where_each_megacam_u_drops_out():
     import extinction
 
     from mmzcli.sim_sed import igm_transmission, internal_attenuation, photometry_grid
@@ -307,17 +320,31 @@ def test_far_uv_dust_and_where_u_star_drops_out():
     assert internal_attenuation(np.array([1499.9]))[0] == pytest.approx(10.33, abs=0.03)  # continuous
     assert internal_attenuation(np.array([950.0]))[0] > internal_attenuation(np.array([1200.0]))[0] + 2
     assert igm_transmission(np.linspace(700 * 4, 911 * 4, 50), 3.0).mean() < 0.5  # Lyman continuum
-    profile = load_profile("hsc6")  # u = MegaCam u*
-    grid = photometry_grid(tuple(b.filter for b in profile.bands))
+    profile = load_profile("hsc6")  # u = MegaCam u.MP9302 (CLAUDS), a speclite curve
+    assert profile.band("u").filter == "speclite:cfht_megacam-u" and profile.resolve_band("u*") == "u"
+    u_star = "cfht_megacam_us_9301"  # the older MegaCam u* (u.MP9301): CFHTLS, CLAUDS in XMM-LSS
+    grid = photometry_grid((profile.band("u").filter, u_star, profile.band("g").filter))
     z = np.array([2.8, 3.0, 3.3])
 
-    def u_minus_g(ebv):  # an Im-type star-forming galaxy
+    def u_minus_g(ebv):  # an Im-type star-forming galaxy: [z, (u, u*)]
         mag = -2.5 * np.log10(grid.relative_fluxes(np.full(3, 3.0), z, np.full(3, ebv)))
-        return mag[:, 0] - mag[:, 1]
+        return mag[:, :2] - mag[:, 2:]
 
-    assert u_minus_g(0.2)[1] - u_minus_g(0.0)[1] > 0.3  # dust reddens rest 950 Å against 1200 Å
-    ug = u_minus_g(0.1)
-    assert ug[0] < 1.5 < ug[2] and np.all(np.diff(ug) > 0)  # u* samples rest > 912 Å up to z ~ 3.1
+    assert np.all(u_minus_g(0.2)[1] - u_minus_g(0.0)[1] > 0.3)  # dust reddens rest 950 Å against 1200 Å
+    (u, u_s) = u_minus_g(0.1).T
+    assert np.all(np.diff(u) > 0) and np.all(np.diff(u_s) > 0) and np.all(u > u_s + 0.3)
+    assert u[0] < 1.5 < u[1]  # u.MP9302 samples rest > 912 Å up to z ~ 2.9
+    assert u_s[1] < 1.5 < u_s[2]  # u*, 150 Å redder, up to z ~ 3.1
+
+
+def test_most_z3_galaxies_of_the_hsc_profiles_are_u_dropouts():
+    cat = spectroscopic_catalog("hsc6", 4000, seed=3)
+    z = cat["Z_TRUE"]
+    true = cat["TRUE_MAG_u"] - cat["TRUE_MAG_g"]
+    noisy = np.asarray(cat["MAG_u"] - cat["MAG_g"], float)
+    for lo, hi, most in ((2.9, 3.1, 0.75), (3.1, 3.3, 0.9)):
+        at = (z > lo) & (z < hi)
+        assert at.sum() > 20 and np.mean(true[at] > 1.5) > most and np.mean(noisy[at] > 1.5) > most - 0.1
 
 
 def test_sdss_population_is_the_main_galaxy_sample():
