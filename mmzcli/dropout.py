@@ -25,7 +25,7 @@ from mmzcli import metrics
 from mmzcli.errors import ConfigError, InputError
 
 N_BINS = 8  # equal-count redshift bins of the curves (paper Fig. 10)
-BATCH = 256
+BATCH = 64  # objects per forward pass: at full width, 256 needs ~7 GB on a CPU (docs/benchmarks.md)
 
 
 def _run_settings(project: Path, run: str) -> tuple[Path, dict]:
