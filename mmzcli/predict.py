@@ -18,6 +18,7 @@ with Z_SPEC, FOLD and the reference magnitude attached.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -78,8 +79,9 @@ class Ensemble:
         digest = hashlib.sha256()
         models, config = [], None
         for path in paths:
-            digest.update(path.read_bytes())
-            checkpoint = load_checkpoint(path)
+            data = path.read_bytes()  # read once: hashed for RUNHASH, then loaded
+            digest.update(data)
+            checkpoint = load_checkpoint(io.BytesIO(data))
             config = ModelConfig.from_dict(checkpoint["config"])
             model = PhotoZNet(config)
             model.load_state_dict(checkpoint["model"])
