@@ -86,8 +86,11 @@ def open_for_writing(path: Path, *, key: str, n: int, bands: list[str], size: in
         array = group.create_array(name, shape=(n,), dtype=values.dtype, chunks=(TABLE_CHUNK,),
                                    compressors=_compressor())
         array[:] = values
-    group.attrs.update({**attrs, "bands": list(bands), "cutout_size": size, "schema_version": SCHEMA_VERSION,
-                        "inputs_key": key, "blocks_done": [], "complete": False})
+    # update_attributes writes zarr.json once; attrs.update would write it once per key, and a kill
+    # between two of those writes leaves a partial store that contradicts itself
+    group.update_attributes({**attrs, "bands": list(bands), "cutout_size": size,
+                             "schema_version": SCHEMA_VERSION, "inputs_key": key, "blocks_done": [],
+                             "complete": False})
     return group
 
 
@@ -106,7 +109,7 @@ def write_block(group, image_name: str, start: int, stamps: np.ndarray, band_ok:
     group["band_ok"][start:stop] = band_ok
     group["flags"][start:stop] = flags
     done = list(group.attrs["blocks_done"]) + [start]
-    group.attrs.update({"blocks_done": done, **progress})
+    group.update_attributes({"blocks_done": done, **progress})  # one atomic write: see open_for_writing
 
 
 def finish(group, path: Path, final_arrays: dict[str, np.ndarray] | None = None,
@@ -116,7 +119,7 @@ def finish(group, path: Path, final_arrays: dict[str, np.ndarray] | None = None,
         parent, _, leaf = name.rpartition("/")
         where = group.require_group(parent) if parent else group
         where.create_array(leaf, shape=values.shape, dtype=values.dtype, overwrite=True)[...] = values
-    group.attrs.update({**(attrs or {}), "complete": True})
+    group.update_attributes({**(attrs or {}), "complete": True})
     partial = partial_path(path)
     if path.exists():
         shutil.rmtree(path)

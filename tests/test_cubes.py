@@ -91,6 +91,25 @@ def test_killed_build_resumes_to_the_same_store(tmp_path):
     assert not (resumed / "cubes.zarr.partial").exists()
 
 
+def test_a_block_and_its_running_sums_are_recorded_in_one_write(tmp_path, monkeypatch):
+    """A kill between two metadata writes would leave blocks_done ahead of the sums (seen in CI)."""
+    from zarr.core.group import AsyncGroup
+
+    from mmzcli import store
+
+    group = store.open_for_writing(tmp_path / "s.zarr", key="k", n=4, bands=["g", "r"], size=8,
+                                   image_name="cubes", columns={"id": np.arange(4)}, attrs={},
+                                   overwrite=False)
+    writes = []
+    save = AsyncGroup._save_metadata
+    monkeypatch.setattr(AsyncGroup, "_save_metadata", lambda self, *a, **k: writes.append(1) or save(self, *a, **k))
+    store.write_block(group, "cubes", 0, np.ones((2, 2, 8, 8), np.float32), np.ones((2, 2), bool),
+                      np.zeros(2, np.int32), {"norm_sums": [[1.0, 2.0]], "other": 3})
+    assert len(writes) == 1
+    attrs = zarr.open_group(str(store.partial_path(tmp_path / "s.zarr")), mode="r").attrs
+    assert attrs["blocks_done"] == [0] and attrs["norm_sums"] == [[1.0, 2.0]] and attrs["other"] == 3
+
+
 @pytest.mark.parametrize("option", ["--tiles", "--catalog"])
 def test_missing_inputs_are_named(tmp_path, run_mmz, option):
     tiles, catalog = survey_field(tmp_path, n=5)
