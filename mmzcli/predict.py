@@ -56,13 +56,14 @@ class Ensemble:
 
     run_dir: Path
     profile: object
-    models: list
+    models: list  # empty where loaded for the header only
+    n_models: int
     config: object  # ModelConfig
     run_hash: str
     ebv_median: float  # of the training sample: the value used where a source has none
 
     @classmethod
-    def load(cls, run_dir: Path, project: Path, device) -> Ensemble:
+    def load(cls, run_dir: Path, project: Path, device, weights: bool = True) -> Ensemble:
         import yaml
 
         from mmzcli.model import ModelConfig, PhotoZNet
@@ -83,15 +84,16 @@ class Ensemble:
             digest.update(data)
             checkpoint = load_checkpoint(io.BytesIO(data))
             config = ModelConfig.from_dict(checkpoint["config"])
-            model = PhotoZNet(config)
-            model.load_state_dict(checkpoint["model"])
-            models.append(model.to(device).eval())
+            if weights:
+                model = PhotoZNet(config)
+                model.load_state_dict(checkpoint["model"])
+                models.append(model.to(device).eval())
         if list(config.bands) != profile.band_names:
             raise InputError(f"{run_dir}: its models take bands {', '.join(config.bands)} but its profile "
                              f"{profile.name} has {', '.join(profile.band_names)}")
         oof = run_dir / "oof.npz"
         ebv_median = float(np.median(np.load(oof)["ebv"])) if oof.exists() else 0.0
-        return cls(run_dir, profile, models, config, digest.hexdigest()[:16], ebv_median)
+        return cls(run_dir, profile, models, len(paths), config, digest.hexdigest()[:16], ebv_median)
 
     def header(self, kind: str) -> dict:
         """Provenance keywords of the catalogue (design.md section 6)."""
@@ -102,7 +104,7 @@ class Ensemble:
         return {"MMZVERS": (__version__, "mmz version"), "CATKIND": (kind, "tiles: survey sources; oof: out-of-fold"),
                 "PROFILE": (self.profile.name, "survey profile"), "RUN": (self.run_dir.name, "training run"),
                 "RUNHASH": (self.run_hash, "sha256 of the run's checkpoints, first 16 hex"),
-                "NMODELS": (len(self.models), "models averaged (folds x seeds)"),
+                "NMODELS": (self.n_models, "models averaged (folds x seeds)"),
                 "FUSION": (cfg.fusion, "fusion stage"), "FUSTYPE": (cfg.fusion_type, "fusion type"),
                 "MODALITY": (modalities, "band groups processed in parallel"),
                 "WIDTH": (cfg.width, "channel-width multiplier"),
@@ -161,7 +163,7 @@ def predict_cubes(project: Path, output: Path, *, run: str | None = None, overwr
     if not oof_path.exists():
         raise InputError(f"{run_dir}: no out-of-fold predictions (oof.npz) yet; they are written when "
                          f"mmz train finishes")
-    ensemble = Ensemble.load(run_dir, project, resolve_device("cpu"))
+    ensemble = Ensemble.load(run_dir, project, resolve_device("cpu"), weights=False)  # for the header
     oof = dict(np.load(oof_path))
     group = open_store(project / "cubes.zarr")
     ids = group["id"][:]
@@ -176,7 +178,7 @@ def predict_cubes(project: Path, output: Path, *, run: str | None = None, overwr
     columns.update(Z_SPEC=oof["z_spec"], FOLD=oof["fold"].astype(np.int16))
     columns[f"MAG_{ensemble.profile.reference_band.upper()}"] = oof["mag_ref"]
     header = ensemble.header("oof")
-    header["NMODELS"] = (len(ensemble.models), "models: each object predicted by those of its own fold")
+    header["NMODELS"] = (ensemble.n_models, "models: each object predicted by those of its own fold")
     write_photoz(output, columns, edges, header)
     if console is not None:
         console.print(f"{len(oof['id'])} out-of-fold objects of run {run_dir.name} -> {output}")
@@ -342,7 +344,7 @@ def predict_tiles(tiles: list[Path], output: Path, *, project: Path = Path("."),
             bar.advance(task)
     seconds = time.perf_counter() - started
     summary = {"tiles": len(units), "predicted_now": predicted, "seconds": seconds, "skipped": skipped,
-               "models": len(ensemble.models)}
+               "models": ensemble.n_models}
     if torchrun:
         dist.barrier()
         dist.destroy_process_group()

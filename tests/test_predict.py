@@ -105,6 +105,7 @@ def test_tiles_give_the_out_of_fold_pdfs_of_training(catalogue, project, run_mmz
     assert code == 0, err
     o, c = read_photoz(oof, require=("ID", "PDF", "Z_SPEC", "FOLD", "MAG_I")), read_photoz(catalogue)
     assert o.header["CATKIND"] == "oof" and set(o.columns["FOLD"]) == {0}
+    assert o.header["NMODELS"] == 1 and o.header["RUNHASH"] == c.header["RUNHASH"]
     where = np.searchsorted(c.columns["ID"], o.columns["ID"], sorter=np.argsort(c.columns["ID"]))
     rows = np.argsort(c.columns["ID"])[where]
     np.testing.assert_allclose(c.columns["PDF"][rows], o.columns["PDF"], atol=1e-5)
