@@ -3,7 +3,7 @@
 Run:  .venv/bin/python bench/profile_values.py
 
 For every filter curve used by profiles/*.yaml (astro-sedpy ids, or speclite names written
-``speclite:<group>-<band>``; both read by ``mmzcli.sim_sed.filter_curve``) this prints
+``speclite:<group>-<band>``; both read by ``mmzcli.sim.sed.filter_curve``) this prints
 
 * lam_eff   -- the Fukugita et al. (1996) effective wavelength
                exp(int T ln(lam) dln(lam) / int T dln(lam)), Angstrom, as sedpy's
@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mmzcli.sim_sed import filter_curve
+from mmzcli.sim.sed import filter_curve
 
 R_V = 3.1
 SFD_RECALIBRATION = 0.86  # SF11: E(B-V)_true = 0.86 E(B-V)_SFD

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mmzcli.profiles import load_profile
-from mmzcli.simulate import simulate_survey, spectroscopic_catalog
+from mmzcli.sim.survey import simulate_survey, spectroscopic_catalog
 
 IMG = ROOT / "docs" / "img"
 
@@ -109,8 +109,8 @@ def dropout_physics(n: int = 20000, seed: int = 4):
     - u-g > 1.5 for one i <= 25 population seen through each filter of U_FILTERS (None:
       hsc6's u), with the Lyman-continuum escape fraction at its value and at 1.
     """
-    from mmzcli.sim_population import PopulationSampler
-    from mmzcli.sim_sed import LYC_ESCAPE, PhotometryGrid, igm_transmission, load_filter
+    from mmzcli.sim.population import PopulationSampler
+    from mmzcli.sim.sed import LYC_ESCAPE, PhotometryGrid, igm_transmission, load_filter
 
     prof = load_profile("hsc6")
     u_filters = {name: fid or prof.band("u").filter for name, fid in U_FILTERS.items()}

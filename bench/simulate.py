@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mmzcli.simulate import simulate_survey
+from mmzcli.sim.survey import simulate_survey
 
 
 def _cpu_seconds() -> float:

@@ -351,7 +351,7 @@ def simulate(
 
     Example: mmz simulate --profile hsc9 -n 3000 --project demo && mmz build-cubes --project demo
     """
-    from mmzcli.simulate import simulate_survey
+    from mmzcli.sim.survey import simulate_survey
 
     simulate_survey(profile, n, project, seed=seed, tile_size=tile_size, jobs=jobs,
                     catalog=catalog, overwrite=overwrite, console=_console())

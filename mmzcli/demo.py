@@ -28,7 +28,7 @@ def run_demo(directory: Path, *, jobs: int = 2, console=None) -> dict:
     from mmzcli.evaluate import evaluate_catalogs
     from mmzcli.predict import predict_cubes, predict_tiles
     from mmzcli.project import project_profile, read_config
-    from mmzcli.simulate import simulate_survey
+    from mmzcli.sim.survey import simulate_survey
     from mmzcli.train import RunSpec, TrainConfig, train_run
 
     directory = Path(directory)

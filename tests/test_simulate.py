@@ -14,7 +14,7 @@ from astropy.wcs import WCS
 
 from mmzcli.errors import ConfigError, InputError
 from mmzcli.profiles import load_profile, shipped_profiles_dir
-from mmzcli.simulate import simulate_survey, spectroscopic_catalog
+from mmzcli.sim.survey import simulate_survey, spectroscopic_catalog
 
 TILE = 256  # tiny: 0.2"/px, 32 px cutouts -> 36 targets per tile
 
@@ -294,7 +294,7 @@ def test_other_pixel_grid_with_partial_coverage(tmp_path):
 
 
 def test_igm_and_milky_way_dust():
-    from mmzcli.sim_sed import igm_transmission, photometry_grid
+    from mmzcli.sim.sed import igm_transmission, photometry_grid
 
     forest = igm_transmission(np.linspace(1050 * 4, 1170 * 4, 50), 3.0).mean()
     assert 0.6 < forest < 0.85  # mean Lyman-alpha forest transmission at z = 3
@@ -313,7 +313,7 @@ def test_igm_and_milky_way_dust():
 def test_far_uv_dust_and_where_each_megacam_u_drops_out():
     import extinction
 
-    from mmzcli.sim_sed import igm_transmission, internal_attenuation, photometry_grid
+    from mmzcli.sim.sed import igm_transmission, internal_attenuation, photometry_grid
 
     wave = np.array([1500.0, 2000.0, 5500.0, 12000.0])
     assert np.allclose(internal_attenuation(wave), extinction.calzetti00(wave, 4.05, 4.05))

@@ -5,7 +5,7 @@ One universe for every survey; only the selection differs.  Red (quiescent) and 
 (Blanton et al. 2003 at z≈0.1, split by colour as in Baldry et al. 2004), with the
 redshift evolution of M* and φ* measured by Faber et al. (2007) up to z≈1 and held
 to the z≈2-3.5 values of Marchesini et al. (2007) beyond.  Each galaxy is a bulge plus
-a disk with their own SEDs (sim_sed): a luminosity-dependent red sequence (luminous
+a disk with their own SEDs (sim.sed): a luminosity-dependent red sequence (luminous
 quiescent galaxies are the reddest and the tightest in colour) and type- and
 luminosity-dependent internal dust.  Sizes follow Shen et al. (2003) with the
 (1+z) evolution of van der Wel et al. (2014); angles use the Planck18 angular-diameter
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmzcli.sim_sed import TEMPLATES, PhotometryGrid, distance_modulus, kpc_per_arcsec
+from mmzcli.sim.sed import TEMPLATES, PhotometryGrid, distance_modulus, kpc_per_arcsec
 
 # Schechter parameters, rest-frame r, h = 0.7, AB: (M*, alpha, phi* [Mpc^-3], Q [mag/z], P [dex/z])
 LUMINOSITY_FUNCTIONS = {
@@ -38,7 +38,7 @@ class Galaxies:
     z: np.ndarray
     abs_mag: np.ndarray  # rest-frame r, internal dust included
     bulge_frac: np.ndarray  # B/T in rest-frame r light
-    t_bulge: np.ndarray  # template index along sim_sed.TEMPLATES
+    t_bulge: np.ndarray  # template index along sed.TEMPLATES
     t_disk: np.ndarray
     burst: np.ndarray  # fraction of the disk's rest-frame r light from a young burst (the SB template)
     ebv_bulge: np.ndarray
@@ -232,7 +232,7 @@ def star_fluxes(filters: tuple[str, ...], temperature: np.ndarray, ref_index: in
     """AB maggies [N, B] of black-body stars normalised to ``ref_mag`` (observed, reddened)."""
     import extinction
 
-    from mmzcli.sim_sed import R_V_MW, SFD_SCALE, ab_flux, load_filter
+    from mmzcli.sim.sed import R_V_MW, SFD_SCALE, ab_flux, load_filter
 
     wave = np.geomspace(1000, 60000, 3000)
     planck = 1 / wave[None, :] ** 5 / np.expm1(1.4388e8 / (wave[None, :] * STAR_TEMPERATURES[:, None]))

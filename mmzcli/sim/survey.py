@@ -8,8 +8,8 @@ Writes into the project directory:
 - ``truth.fits``: every rendered object with its true parameters;
 - ``mmz.yaml``: the profile snapshot and the inputs, so ``mmz build-cubes`` needs no arguments.
 
-The physics lives in ``sim_sed`` (templates, dust, IGM, filters), ``sim_population``
-(luminosity functions, bulge+disk, sizes, stars) and ``sim_render`` (pixels, PSF,
+The physics lives in ``sim.sed`` (templates, dust, IGM, filters), ``sim.population``
+(luminosity functions, bulge+disk, sizes, stars) and ``sim.render`` (pixels, PSF,
 noise); this module chooses who goes where and writes the files.  The survey-specific
 knobs are the ``simulation:`` section of the profile (all optional; see
 ``DEFAULTS`` and docs/simulation.md).
@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "layout": {"target_spacing": 1.25},  # target separation, in cutouts
     "imaging": {"exptime": 60.0, "moffat_beta": 3.5, "sky": {}},  # sky: {band: mag/arcsec^2}
     "grids": [],  # other pixel grids: [{bands, pixel_scale, rotation, coverage}]
-    "sed": {},  # overrides of sim_population.DEFAULT_SED_PARAMS
+    "sed": {},  # overrides of population.DEFAULT_SED_PARAMS
 }
 # Dark-sky brightness, AB mag/arcsec^2, by wavelength [Å] (Mauna Kea/Paranal-like); only the
 # Poisson noise of bright objects depends on it.
@@ -83,7 +83,7 @@ def _merge(defaults: dict, given: dict, where: str) -> dict:
 
 def _settings(profile: Profile) -> dict:
     """The profile's ``simulation:`` section merged over DEFAULTS and checked."""
-    from mmzcli.sim_population import DEFAULT_SED_PARAMS
+    from mmzcli.sim.population import DEFAULT_SED_PARAMS
 
     where = f"{profile.source}: simulation"
     s = _merge(DEFAULTS, profile.simulation, where)
@@ -137,7 +137,7 @@ class Sky:
 
 
 def _imaging(profile: Profile, s: dict) -> list:
-    from mmzcli.sim_render import BandImaging
+    from mmzcli.sim.render import BandImaging
 
     sky = s["imaging"]["sky"]
     waves, mags = zip(*_SKY)
@@ -152,7 +152,7 @@ def _band_grids(profile: Profile, s: dict, tile: int, tile_size: int, centre) ->
 
     Key None holds the profile's own grid, in which object positions X, Y are given.
     """
-    from mmzcli.sim_render import PixelGrid
+    from mmzcli.sim.render import PixelGrid
 
     main = PixelGrid(crval=centre, crpix=((tile_size + 1) / 2, (tile_size + 1) / 2),
                      scale=profile.pixel_scale, rotation=0.0, shape=(tile_size, tile_size))
@@ -204,14 +204,14 @@ def _near_targets(tiles, xs, ys, t_tile, tx, ty, reach: float) -> np.ndarray:
 
 def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> Sky:
     """Draw targets, neighbours, pairs and stars and place them on tiles (no pixels yet)."""
-    from mmzcli.sim_population import (
+    from mmzcli.sim.population import (
         Galaxies,
         PopulationSampler,
         draw_stars,
         star_density,
         star_fluxes,
     )
-    from mmzcli.sim_sed import kpc_per_arcsec, photometry_grid
+    from mmzcli.sim.sed import kpc_per_arcsec, photometry_grid
 
     rng = np.random.default_rng([seed, 1])
     filters = tuple(b.filter for b in profile.bands)
@@ -328,8 +328,8 @@ def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile
     so that, as in DES Balrog, the rendered object has the catalogue's fluxes exactly,
     with a physically plausible colour gradient.
     """
-    from mmzcli.sim_population import PopulationSampler
-    from mmzcli.sim_sed import TEMPLATES, photometry_grid
+    from mmzcli.sim.population import PopulationSampler
+    from mmzcli.sim.sed import TEMPLATES, photometry_grid
 
     n = len(table["Z"])
     rng = np.random.default_rng([seed, 3])
@@ -590,7 +590,7 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
     import time
 
     from mmzcli.project import write_config
-    from mmzcli.sim_render import render_tile
+    from mmzcli.sim.render import render_tile
 
     start = time.perf_counter()
     prof = load_profile(profile)
@@ -685,7 +685,7 @@ def _tile_tasks(prof: Profile, s: dict, sky: Sky, imaging: list, centres: list, 
 
     The coverage matters where a band has its own, smaller grid (hsc9's NIR: ~70% of a tile).
     """
-    from mmzcli.sim_render import TileTask
+    from mmzcli.sim.render import TileTask
 
     t = sky.table
     covered = np.ones((len(t["ID"]), len(prof.bands)), dtype=bool)
