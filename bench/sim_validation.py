@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mmzcli.profiles import load_profile
+from mmzcli.sim.population import Kind
 from mmzcli.sim.survey import simulate_survey, spectroscopic_catalog
 
 IMG = ROOT / "docs" / "img"
@@ -66,7 +67,7 @@ def colour_tracks():
     z, kind = cat["Z_TRUE"], cat["KIND"]
     gr, ri = cat["MAG_g"] - cat["MAG_r"], cat["MAG_r"] - cat["MAG_i"]
     bins = np.arange(0.05, 0.85, 0.05)
-    red = kind == 0
+    red = kind == Kind.RED
     med_gr = [np.median(gr[red & (z >= a) & (z < a + 0.05)]) for a in bins]
     med_ri = [np.median(ri[red & (z >= a) & (z < a + 0.05)]) for a in bins]
     slope_gr = np.gradient(med_gr, bins)
@@ -216,7 +217,7 @@ def star_fwhms(project: Path, band, truth, half: int = 12) -> list[float]:
         tree = cKDTree(np.column_stack([x, y]))
         inside = (x > half + 2) & (x < data.shape[1] - half - 2) & (y > half + 2) & (y < data.shape[0] - half - 2)
         covered = np.asarray(truth[f"IN_{band.name}"][on], bool)
-        stars = np.flatnonzero((truth["KIND"][on] == 2) & inside & covered & (mags < band.depth - 2.5))
+        stars = np.flatnonzero((truth["KIND"][on] == Kind.STAR) & inside & covered & (mags < band.depth - 2.5))
         for s in stars:
             near = [j for j in tree.query_ball_point([x[s], y[s]], 2 * half) if j != s]
             if any(mags[j] < mags[s] + 2 or np.hypot(x[j] - x[s], y[j] - y[s]) < 2 * fwhm + 2 * size[j]
@@ -280,7 +281,8 @@ def image_checks(project: Path, profile: str):
         close = tree.query_ball_point(np.column_stack([x, y]), ap_r + 15)
         clean = np.array([all(mags[j] > mags[i] + 4 for j in js if j != i) for i, js in enumerate(close)])
         inside = (x > 20) & (x < data.shape[1] - 20) & (y > 20) & (y < data.shape[0] - 20)
-        bright = np.flatnonzero((truth["KIND"][on] < 2) & (mags < band.depth - 3) & (ap_r < 25) & inside & clean)
+        galaxy = truth["KIND"][on] != Kind.STAR
+        bright = np.flatnonzero(galaxy & (mags < band.depth - 3) & (ap_r < 25) & inside & clean)
         deltas = []
         yy2, xx2 = np.mgrid[-40:41, -40:41]
         for g in bright[:200]:

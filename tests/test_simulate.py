@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from astropy.wcs import WCS
 
 from mmzcli.errors import ConfigError, InputError
 from mmzcli.profiles import load_profile, shipped_profiles_dir
-from mmzcli.sim.survey import simulate_survey, spectroscopic_catalog
+from mmzcli.sim.population import Kind, SedParams
+from mmzcli.sim.settings import FieldSettings, SimSettings
+from mmzcli.sim.survey import Role, centred_on_catalog, simulate_survey, spectroscopic_catalog
 
 TILE = 256  # tiny: 0.2"/px, 32 px cutouts -> 36 targets per tile
 
@@ -71,7 +74,8 @@ def test_writes_one_image_per_band_per_tile_with_honest_headers(tiny_run):
 def test_specz_truth_and_config_are_consistent(tiny_run):
     specz = Table.read(tiny_run / "specz.fits")
     truth = Table.read(tiny_run / "truth.fits")
-    assert len(specz) == 40 and len(set(specz["ID"])) == 40 and specz["ID"].dtype.kind == "i" and specz["ID"].dtype.itemsize == 8
+    assert len(specz) == 40 and len(set(specz["ID"])) == 40
+    assert specz["ID"].dtype.kind == "i" and specz["ID"].dtype.itemsize == 8
     for col in ["RA", "DEC", "Z_SPEC", "EBV"] + [f"{k}_{b}" for k in ("MAG", "MAGERR") for b in "gri"]:
         assert col in specz.colnames
     assert len(truth) > len(specz) and {0, 2}.issubset(set(truth["ROLE"]))  # neighbours too
@@ -88,6 +92,17 @@ def test_specz_truth_and_config_are_consistent(tiny_run):
     assert config["inputs"]["columns"]["mag_ref"] == "MAG_i" and config["profile"]["name"] == "tiny"
 
 
+def test_truth_roles_and_kinds_are_their_enums(tiny_run):
+    truth, specz = Table.read(tiny_run / "truth.fits"), Table.read(tiny_run / "specz.fits")
+    role, kind = np.asarray(truth["ROLE"]), np.asarray(truth["KIND"])
+    assert role.dtype.kind == kind.dtype.kind == "i" and role.dtype.itemsize == kind.dtype.itemsize == 2
+    assert set(role) <= set(Role) and set(kind) <= set(Kind) and Role.NEIGHBOUR in role
+    assert set(truth["ID"][role == Role.TARGET]) == set(specz["ID"])
+    assert np.array_equal(role == Role.STAR, kind == Kind.STAR)
+    companion = role == Role.COMPANION
+    assert np.all(np.isin(truth["HOST_ID"][companion], specz["ID"])) and np.all(truth["HOST_ID"][~companion] == 0)
+
+
 def test_same_seed_gives_identical_files_whatever_the_number_of_processes(tiny_run, tmp_path):
     simulate_survey("tiny", 40, tmp_path / "again", seed=3, tile_size=TILE, jobs=2)
     assert digests(tmp_path / "again") == digests(tiny_run)
@@ -100,6 +115,7 @@ def test_leftovers_of_a_killed_run_are_cleared_and_never_look_complete(tmp_path)
     (project / ".tiles.999.tmp").mkdir(parents=True)
     (project / ".tiles.999.tmp" / "tile-0000-g.fits").write_bytes(b"half")
     (project / ".specz.fits.999.tmp.fits").write_bytes(b"half")
+    (project / ".truth.fits.999.tmp.fits").write_bytes(b"half")
     simulate_survey("tiny", 5, project, tile_size=TILE)
     assert sorted(p.name for p in project.iterdir()) == ["mmz.yaml", "specz.fits", "tiles", "truth.fits"]
 
@@ -141,12 +157,50 @@ def test_unwritable_project_is_an_input_error(tmp_path):
     ({"spec": {"z_error": "small"}}, r"mine.yaml: simulation.spec.z_error: expected a number, got 'small'"),
     ({"grids": [{"bands": ["K"], "pixel_scale": 0.15}]}, r"simulation.grids\[0\].bands: no band 'K'"),
     ({"spec": {"mag_fractions": [[20, 0.5], [22, 0.4]]}}, r"mag_fractions: expected .* summing to 1"),
+    ({"spec": {"mag_fractions": [[20, "half"], [22, 0.5]]}}, r"mag_fractions: expected \[\[upper mag, fraction\]"),
+    ({"field": [150, 2]}, r"simulation.field: expected a mapping, got \[150, 2\]"),
+    ({"sed": {"red_tzero": 0.1}}, r"simulation.sed: unknown key 'red_tzero' \(allowed: red_t0, "),
+    ({"imaging": {"sky": {"K": 15.0}}}, r"simulation.imaging.sky: no band 'K'"),
+    ({"grids": {"bands": ["i"]}}, r"simulation.grids: expected a list"),
+    ({"grids": [{"pixel_scale": 0.3}]}, r"simulation.grids\[0\]: expected a mapping of bands"),
+    ({"grids": [{"bands": ["i"], "coverage": 1.5}]}, r"simulation.grids\[0\].coverage: expected a fraction"),
+    ({"grids": [{"bands": ["i"], "rotation": True}]}, r"simulation.grids\[0\].rotation: expected a number"),
 ])
 def test_bad_simulation_section_names_the_file_and_key(tmp_path, section, match):
     path = user_profile(tmp_path, section)
     with pytest.raises(ConfigError, match=match):
         simulate_survey(str(path), 5, tmp_path / "p", tile_size=TILE)
     assert not (tmp_path / "p").exists()
+
+
+def test_settings_are_resolved_typed_and_frozen(tmp_path):
+    path = user_profile(tmp_path, {"spec": {"z_error": 1, "mag_fractions": [[20, 0.5], [22, 0.5]]},
+                                   "grids": [{"bands": ["i"], "rotation": 2}], "sed": {"red_dust": 0}})
+    profile = load_profile(str(path))
+    settings = SimSettings.from_profile(profile)
+    assert settings.spec.z_error == 1.0 and isinstance(settings.spec.z_error, float)
+    assert settings.spec.mag_limit == profile.reference_mag_limit and settings.spec.z_max == profile.redshift_grid.z_max
+    assert settings.spec.mag_fractions == ((20.0, 0.5), (22.0, 0.5)) and settings.spec.wrong_fraction == 0.01
+    assert settings.grids[0].bands == ("i",) and settings.grids[0].pixel_scale == profile.pixel_scale
+    assert settings.sed.red_dust == 0.0 and settings.sed.blue_dust == SedParams().blue_dust
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.spec.z_error = 2.0
+
+
+def test_injection_centres_new_settings_and_refuses_a_catalogue_wider_than_a_tile(tmp_path):
+    profile = load_profile("tiny")
+    settings = SimSettings.from_profile(profile)
+    centred = centred_on_catalog(profile, {"RA": np.array([10.0, 10.002]), "DEC": np.array([-5.0, -4.999])},
+                                 TILE, settings)
+    assert (centred.field.ra, centred.field.dec) == pytest.approx((10.001, -4.9995))
+    assert settings.field == FieldSettings() and centred.spec is settings.spec  # a new object, the old one intact
+    assert centred_on_catalog(profile, {"Z": np.ones(2)}, TILE, settings) is settings
+    cat = tmp_path / "objects.fits"
+    Table({"Z": [0.3, 0.4], "RA": [150.0, 150.1], "DEC": [2.2, 2.2],
+           **{f"MAG_{b}": [20.0, 20.0] for b in "gri"}}).write(cat)
+    with pytest.raises(InputError, match=r"spans 360\", more than one tile of 256 px"):
+        simulate_survey("tiny", 0, tmp_path / "p", catalog=cat, tile_size=TILE)
+    assert not (tmp_path / "p").exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize("curve, package", [("speclite:cfht_megacam-q", "speclite"),

@@ -15,6 +15,7 @@ distance.  Stars are black bodies with a power-law number-magnitude relation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 
@@ -30,11 +31,19 @@ Z_MAX = 6.0
 M_BRIGHT = -25.5
 
 
+class Kind(IntEnum):
+    """The KIND column of the truth table (int16): what an object is."""
+
+    RED = 0  # quiescent galaxy
+    BLUE = 1  # star-forming galaxy
+    STAR = 2
+
+
 @dataclass
 class Galaxies:
     """Columns of a drawn galaxy sample (one row per galaxy)."""
 
-    kind: np.ndarray  # 0 red, 1 blue
+    kind: np.ndarray  # Kind.RED or Kind.BLUE
     z: np.ndarray
     abs_mag: np.ndarray  # rest-frame r, internal dust included
     bulge_frac: np.ndarray  # B/T in rest-frame r light
@@ -52,7 +61,7 @@ class Galaxies:
     def __len__(self) -> int:
         return self.z.size
 
-    def take(self, index) -> Galaxies:
+    def take(self, index: np.ndarray | slice) -> Galaxies:
         return Galaxies(**{k: v[index] for k, v in self.__dict__.items()})
 
     @staticmethod
@@ -67,6 +76,30 @@ class Galaxies:
         young = grid.relative_fluxes(np.full(self.z.size, len(TEMPLATES) - 1.0), self.z, self.ebv_disk, ebv_mw)
         disk = (1 - self.burst[:, None]) * disk + self.burst[:, None] * young
         return scale * self.bulge_frac[:, None] * bulge, scale * (1 - self.bulge_frac[:, None]) * disk
+
+
+# The colour model; these numbers set the colour-redshift scatter (tuned once against the
+# SDSS random-forest figures of design.md §9 and kept for every survey).  A profile's
+# ``simulation: sed:`` overrides any of them.
+@dataclass(frozen=True)
+class SedParams:
+    """How templates, dust and bursts follow luminosity and redshift, for red and blue galaxies."""
+
+    red_t0: float = 0.05  # template index of an L* red bulge (0 = E, 1 = Sbc)
+    red_t_slope: float = 0.10  # fainter red galaxies are younger/bluer
+    red_t_scatter: float = 0.03
+    red_t_evolution: float = 0.10  # per unit z (to z = 2): red galaxies were younger
+    red_disk_t: float = 0.6  # the disk of a red galaxy: between E and Sbc
+    red_dust: float = 0.03
+    blue_t0: float = 2.0  # an L* blue disk is Scd-like
+    blue_t_slope: float = 0.35  # fainter blue disks are later types
+    blue_t_scatter: float = 0.20
+    blue_t_max: float = 3.6
+    blue_t_evolution: float = 0.45  # per unit z (to z = 2): an L* disk at z = 2 is Im-like (UV-bright)
+    blue_dust: float = 0.12  # Calzetti E(B-V) of an L* blue disk
+    blue_dust_slope: float = 0.03  # brighter disks are dustier
+    blue_dust_scatter: float = 0.02
+    burst_mean: float = 0.10  # mean fraction of a blue disk's r light from a young burst (exponential)
 
 
 def _schechter_params(kind: str, z: np.ndarray, lfs: dict) -> tuple[np.ndarray, float, np.ndarray]:
@@ -84,11 +117,11 @@ class PopulationSampler:
     """
 
     def __init__(self, grid: PhotometryGrid, ref_index: int, *, z_max: float = Z_MAX,
-                 lfs: dict | None = None, params: dict | None = None):
+                 lfs: dict | None = None, sed: SedParams | None = None):
         from astropy.cosmology import Planck18
 
         self.grid, self.ref, self.lfs = grid, ref_index, lfs or LUMINOSITY_FUNCTIONS
-        self.p = params or {}
+        self.sed = sed or SedParams()
         self.z = np.linspace(0.002, z_max, 1500)
         dvdz = Planck18.differential_comoving_volume(self.z).to_value("Mpc3 / sr")
         self.dvdz_deg2 = dvdz * (np.pi / 180) ** 2  # Mpc^3 per deg^2 per unit z
@@ -99,7 +132,8 @@ class PopulationSampler:
         e = np.full(self.z.size, 0.0 if kind == "red" else 0.12)
         return -2.5 * np.log10(self.grid.relative_fluxes(t, self.z, e)[:, self.ref])
 
-    def density(self, kind: str, m_bright: float, m_faint: float, margin: float = 1.5):
+    def density(self, kind: str, m_bright: float, m_faint: float,
+                margin: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
         """dN/dz per deg^2 on the z grid and the M window, for one galaxy kind."""
         dm = distance_modulus(self.z) + self._typical_kcorr(kind)
         lo, hi = m_bright - dm - margin, m_faint - dm + margin
@@ -151,58 +185,37 @@ class PopulationSampler:
 
     def _attributes(self, rng, kind: str, z: np.ndarray, abs_mag: np.ndarray) -> Galaxies:
         """SEDs, dust, bulge fraction and shapes: the physics of §'Populations' in docs/simulation.md."""
-        p = {**DEFAULT_SED_PARAMS, **self.p}
+        p = self.sed
         n = z.size
         m_star, _, _ = _schechter_params(kind, z, self.lfs)
         dl = abs_mag - m_star  # luminosity relative to L*: < 0 brighter
         young = np.minimum(z, Z_EVOLUTION_STOP)  # younger stellar populations at higher z
         if kind == "red":
             bt = rng.uniform(0.55, 0.95, n)
-            t_bulge = np.clip(p["red_t0"] + p["red_t_slope"] * dl + p["red_t_evolution"] * young
-                              + rng.normal(0, p["red_t_scatter"], n), 0, 1.2)
-            t_disk = np.clip(p["red_disk_t"] + rng.normal(0, 0.1, n), 0.2, 1.2)  # an S0's old disk
+            t_bulge = np.clip(p.red_t0 + p.red_t_slope * dl + p.red_t_evolution * young
+                              + rng.normal(0, p.red_t_scatter, n), 0, 1.2)
+            t_disk = np.clip(p.red_disk_t + rng.normal(0, 0.1, n), 0.2, 1.2)  # an S0's old disk
             ebv_b = np.abs(rng.normal(0, 0.02, n))
-            ebv_d = np.abs(rng.normal(0, p["red_dust"], n))
+            ebv_d = np.abs(rng.normal(0, p.red_dust, n))
             burst = np.zeros(n)
         else:
             bt = np.clip(rng.beta(1.2, 4.0, n) * 0.8, 0, 0.6)
             t_bulge = np.clip(0.4 + rng.normal(0, 0.15, n), 0, 1.2)
-            t_disk = np.clip(p["blue_t0"] + p["blue_t_slope"] * dl + p["blue_t_evolution"] * young
-                             + rng.normal(0, p["blue_t_scatter"], n), 1.0, p["blue_t_max"])
+            t_disk = np.clip(p.blue_t0 + p.blue_t_slope * dl + p.blue_t_evolution * young
+                             + rng.normal(0, p.blue_t_scatter, n), 1.0, p.blue_t_max)
             ebv_b = np.abs(rng.normal(0, 0.03, n))
-            ebv_d = np.clip(rng.normal(p["blue_dust"] - p["blue_dust_slope"] * dl, p["blue_dust_scatter"], n),
+            ebv_d = np.clip(rng.normal(p.blue_dust - p.blue_dust_slope * dl, p.blue_dust_scatter, n),
                             0, 0.6)
             # a recent burst on top of the smooth history: emission lines and UV vary independently
-            burst = np.clip(rng.exponential(p["burst_mean"], n), 0, 0.5)
+            burst = np.clip(rng.exponential(p.burst_mean, n), 0, 0.5)
         r_bulge, r_disk = _sizes(rng, kind, abs_mag, z, self.lfs)
         inclination = np.arccos(rng.uniform(0, 1, n))
         q_disk = np.sqrt(np.cos(inclination) ** 2 * (1 - 0.2 ** 2) + 0.2 ** 2)
         q_bulge = np.clip(rng.normal(0.75, 0.15, n), 0.4, 1.0)
-        return Galaxies(kind=np.full(n, 0 if kind == "red" else 1, dtype=np.int16), z=z, abs_mag=abs_mag,
-                        bulge_frac=bt, t_bulge=t_bulge, t_disk=t_disk, burst=burst, ebv_bulge=ebv_b, ebv_disk=ebv_d,
-                        r_bulge=r_bulge, r_disk=r_disk, q_bulge=q_bulge, q_disk=q_disk,
+        return Galaxies(kind=np.full(n, Kind.RED if kind == "red" else Kind.BLUE, dtype=np.int16), z=z,
+                        abs_mag=abs_mag, bulge_frac=bt, t_bulge=t_bulge, t_disk=t_disk, burst=burst,
+                        ebv_bulge=ebv_b, ebv_disk=ebv_d, r_bulge=r_bulge, r_disk=r_disk, q_bulge=q_bulge, q_disk=q_disk,
                         angle=rng.uniform(0, np.pi, n))
-
-
-# The colour model; these numbers set the colour-redshift scatter (tuned once against the
-# SDSS random-forest figures of design.md §9 and kept for every survey).
-DEFAULT_SED_PARAMS = {
-    "red_t0": 0.05,  # template index of an L* red bulge (0 = E, 1 = Sbc)
-    "red_t_slope": 0.10,  # fainter red galaxies are younger/bluer
-    "red_t_scatter": 0.03,
-    "red_t_evolution": 0.10,  # per unit z (to z = 2): red galaxies were younger
-    "red_disk_t": 0.6,  # the disk of a red galaxy: between E and Sbc
-    "red_dust": 0.03,
-    "blue_t0": 2.0,  # an L* blue disk is Scd-like
-    "blue_t_slope": 0.35,  # fainter blue disks are later types
-    "blue_t_scatter": 0.20,
-    "blue_t_max": 3.6,
-    "blue_t_evolution": 0.45,  # per unit z (to z = 2): an L* disk at z = 2 is Im-like (UV-bright)
-    "blue_dust": 0.12,  # Calzetti E(B-V) of an L* blue disk
-    "blue_dust_slope": 0.03,  # brighter disks are dustier
-    "blue_dust_scatter": 0.02,
-    "burst_mean": 0.10,  # mean fraction of a blue disk's r light from a young burst (exponential)
-}
 
 
 def _sizes(rng, kind: str, abs_mag, z, lfs) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +258,8 @@ def star_fluxes(filters: tuple[str, ...], temperature: np.ndarray, ref_index: in
     return 10 ** (-0.4 * ref_mag)[:, None] * colours * reddening
 
 
-def draw_stars(rng, n: int, m_bright: float, m_faint: float, slope: float = 0.25):
+def draw_stars(rng: np.random.Generator, n: int, m_bright: float, m_faint: float,
+               slope: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Magnitudes (dN/dm ∝ 10^(slope m)) and temperatures of ``n`` field stars."""
     u = rng.uniform(0, 1, n)
     a, b = 10 ** (slope * m_bright), 10 ** (slope * m_faint)
@@ -256,4 +270,5 @@ def draw_stars(rng, n: int, m_bright: float, m_faint: float, slope: float = 0.25
 
 def star_density(m_faint: float, density_at_20: float, slope: float = 0.25, m_bright: float = 14.0) -> float:
     """Stars per deg^2 brighter than ``m_faint`` given the number brighter than 20."""
-    return density_at_20 * (10 ** (slope * m_faint) - 10 ** (slope * m_bright)) / (10 ** (slope * 20) - 10 ** (slope * m_bright))
+    brighter = 10 ** (slope * m_bright)
+    return density_at_20 * (10 ** (slope * m_faint) - brighter) / (10 ** (slope * 20) - brighter)

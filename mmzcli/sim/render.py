@@ -11,11 +11,16 @@ processes share the work.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from mmzcli.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 MOFFAT_BETA = 3.5  # typical ground-based seeing wings (Trujillo et al. 2001)
 # Accuracy is set by the folding threshold; GalSim's minimum FFT of 128 only costs time on
@@ -38,7 +43,7 @@ class PixelGrid:
         s = self.scale / 3600.0
         return s * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
 
-    def wcs(self):
+    def wcs(self) -> WCS:
         from astropy.wcs import WCS
 
         w = WCS(naxis=2)
@@ -199,7 +204,5 @@ def write_image(path: Path, data: np.ndarray, grid: PixelGrid, header: dict) -> 
         hdr.remove(key, ignore_missing=True, remove_all=True)
     for key, value in header.items():
         hdr[key] = value
-    hdu = fits.PrimaryHDU(data, header=hdr)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    hdu.writeto(tmp, overwrite=True, output_verify="silentfix")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fits.PrimaryHDU(data, header=hdr).writeto(tmp, overwrite=True, output_verify="silentfix")

@@ -105,7 +105,7 @@ def internal_attenuation(wave_rest: np.ndarray) -> np.ndarray:
     return np.where(lam < 1500.0, far_uv, k).reshape(wave.shape)
 
 
-def igm_transmission(wave_obs: np.ndarray, z) -> np.ndarray:
+def igm_transmission(wave_obs: np.ndarray, z: float | np.ndarray) -> np.ndarray:
     """Mean IGM transmission exp(-tau) at observed wavelengths [Å] for sources at z (Inoue+14).
 
     ``z`` may be an array: the result is then [len(z), len(wave_obs)].

@@ -12,7 +12,7 @@ The physics lives in ``sim.sed`` (templates, dust, IGM, filters), ``sim.populati
 (luminosity functions, bulge+disk, sizes, stars) and ``sim.render`` (pixels, PSF,
 noise); this module chooses who goes where and writes the files.  The survey-specific
 knobs are the ``simulation:`` section of the profile (all optional; see
-``DEFAULTS`` and docs/simulation.md).
+``sim.settings`` and docs/simulation.md).
 
 Spectroscopic targets are packed more densely than in real surveys (one per
 ``target_spacing`` cutouts, so a few thousand fit on a few tiles), but their
@@ -22,43 +22,29 @@ every cutout sees the crowding it would see in the real survey.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmzcli.errors import ConfigError, InputError
+from mmzcli.atomic import atomic_path
+from mmzcli.errors import InputError
 from mmzcli.profiles import Profile, load_profile
+from mmzcli.sim.population import Kind
+from mmzcli.sim.settings import FieldSettings, SimSettings, SpecSettings
 
-# The keys of a profile's ``simulation:`` section, with their defaults.  None: derived
-# from the profile (see _settings).
-DEFAULTS: dict[str, Any] = {
-    "field": {"ra": 150.0, "dec": 2.2},  # centre of the simulated area, deg
-    "spec": {
-        "mag_limit": None,  # reference band, dereddened; default: profile reference_mag_limit
-        "mag_bright": 14.0,
-        "mag_fractions": None,  # [[upper mag, fraction], ...]: stratified sample, e.g. CFHTLS
-        "z_max": None,  # default: profile redshift_grid.z_max
-        "z_error": 3.0e-5,  # sigma of z_spec / (1+z)
-        "wrong_fraction": 0.005,  # catastrophic spectroscopic failures
-    },
-    "neighbours": {
-        "mag_limit": None,  # faintest neighbour drawn (reference band); default: its 5σ depth + 0.5
-        "pair_fraction": 0.05,  # targets with a physical companion 1-4" away
-        "blend_leak": 0.3,  # fraction of overlapping neighbour light the catalogue photometry keeps
-    },
-    "stars": {"density_at_20": 1000.0, "mag_bright": 14.0},  # per deg^2 with ref mag < 20
-    "ebv": {"median": 0.03, "sigma_ln": 0.5},  # Milky Way E(B-V), log-normal per source
-    "layout": {"target_spacing": 1.25},  # target separation, in cutouts
-    "imaging": {"exptime": 60.0, "moffat_beta": 3.5, "sky": {}},  # sky: {band: mag/arcsec^2}
-    "grids": [],  # other pixel grids: [{bands, pixel_scale, rotation, coverage}]
-    "sed": {},  # overrides of population.DEFAULT_SED_PARAMS
-}
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mmzcli.sim.render import BandImaging, PixelGrid, TileTask
+
 # Dark-sky brightness, AB mag/arcsec^2, by wavelength [Å] (Mauna Kea/Paranal-like); only the
 # Poisson noise of bright objects depends on it.
 _SKY = ((3550, 22.4), (4700, 22.0), (6200, 21.1), (7500, 20.2), (8900, 19.3), (10000, 18.3),
@@ -67,60 +53,13 @@ SIMPLE_SNR = 50.0  # neighbours fainter than this (PSF S/N, reference band) are 
 TRUTH_NAME, SPECZ_NAME, TILES_DIR = "truth.fits", "specz.fits", "tiles"
 
 
-def _merge(defaults: dict, given: dict, where: str) -> dict:
-    out = copy.deepcopy(defaults)
-    for key, value in given.items():
-        if key not in defaults:
-            raise ConfigError(f"{where}: unknown key '{key}' (allowed: {', '.join(defaults)})")
-        if isinstance(defaults[key], dict) and key not in ("sky", "sed"):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{key}: expected a mapping, got {value!r}")
-            out[key] = _merge(defaults[key], value, f"{where}.{key}")
-        else:
-            out[key] = value
-    return out
+class Role(IntEnum):
+    """The ROLE column of the truth table (int16): why an object is in the sky."""
 
-
-def _settings(profile: Profile) -> dict:
-    """The profile's ``simulation:`` section merged over DEFAULTS and checked."""
-    from mmzcli.sim.population import DEFAULT_SED_PARAMS
-
-    where = f"{profile.source}: simulation"
-    s = _merge(DEFAULTS, profile.simulation, where)
-    ref = profile.band(profile.reference_band)
-    s["spec"]["mag_limit"] = s["spec"]["mag_limit"] or profile.reference_mag_limit
-    s["spec"]["z_max"] = s["spec"]["z_max"] or profile.redshift_grid.z_max
-    s["neighbours"]["mag_limit"] = s["neighbours"]["mag_limit"] or ref.depth + 0.5
-    for key in s["sed"]:
-        if key not in DEFAULT_SED_PARAMS:
-            raise ConfigError(f"{where}.sed: unknown key '{key}' (allowed: {', '.join(DEFAULT_SED_PARAMS)})")
-    fractions = s["spec"]["mag_fractions"]
-    if fractions is not None:
-        ok = isinstance(fractions, list) and all(isinstance(f, list) and len(f) == 2 for f in fractions)
-        if not ok or abs(sum(f[1] for f in fractions) - 1) > 0.01:
-            raise ConfigError(f"{where}.spec.mag_fractions: expected [[upper mag, fraction], ...] "
-                              f"with fractions summing to 1, got {fractions!r}")
-    names = set(profile.band_names)
-    for i, grid in enumerate(s["grids"]):
-        if not isinstance(grid, dict) or set(grid) - {"bands", "pixel_scale", "rotation", "coverage"}:
-            raise ConfigError(f"{where}.grids[{i}]: expected a mapping of bands, pixel_scale, rotation, coverage")
-        unknown = set(grid.get("bands", [])) - names
-        if unknown:
-            raise ConfigError(f"{where}.grids[{i}].bands: no band '{min(unknown)}' in the profile")
-        if not 0 < grid.get("coverage", 1.0) <= 1:
-            raise ConfigError(f"{where}.grids[{i}].coverage: expected a fraction in (0, 1]")
-    for band in s["imaging"]["sky"]:
-        if band not in names:
-            raise ConfigError(f"{where}.imaging.sky: no band '{band}' in the profile")
-    numbers = [(f"{section}.{key}", value) for section in ("field", "spec", "neighbours", "stars", "ebv",
-                                                           "layout", "imaging")
-               for key, value in s[section].items() if key not in ("mag_fractions", "sky")]
-    numbers += [(f"sed.{k}", v) for k, v in s["sed"].items()] + [(f"imaging.sky.{k}", v) for k, v in s["imaging"]["sky"].items()]
-    numbers += [(f"grids[{i}].{k}", v) for i, g in enumerate(s["grids"]) for k, v in g.items() if k != "bands"]
-    for key, value in numbers:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
-    return s
+    TARGET = 0  # in the spectroscopic sample
+    COMPANION = 1  # a physical companion of a target, 1-4" away (HOST_ID)
+    NEIGHBOUR = 2  # a field galaxy near a target
+    STAR = 3
 
 
 # ----------------------------------------------------------------------------- the sky
@@ -136,18 +75,19 @@ class Sky:
     n_tiles: int
 
 
-def _imaging(profile: Profile, s: dict) -> list:
+def _imaging(profile: Profile, settings: SimSettings) -> list[BandImaging]:
     from mmzcli.sim.render import BandImaging
 
-    sky = s["imaging"]["sky"]
+    imaging = settings.imaging
     waves, mags = zip(*_SKY)
     return [BandImaging(name=b.name, fwhm=b.psf_fwhm, zeropoint=b.zeropoint, depth=b.depth,
-                        sky_mag=float(sky.get(b.name, np.interp(b.wavelength, waves, mags))),
-                        exptime=float(s["imaging"]["exptime"]), beta=float(s["imaging"]["moffat_beta"]))
+                        sky_mag=float(imaging.sky.get(b.name, np.interp(b.wavelength, waves, mags))),
+                        exptime=imaging.exptime, beta=imaging.moffat_beta)
             for b in profile.bands]
 
 
-def _band_grids(profile: Profile, s: dict, tile: int, tile_size: int, centre) -> dict:
+def _band_grids(profile: Profile, settings: SimSettings, tile: int, tile_size: int,
+                centre: tuple[float, float]) -> dict[str | None, PixelGrid]:
     """The PixelGrid of every band on one tile: the profile's grid, or one of ``grids``.
 
     Key None holds the profile's own grid, in which object positions X, Y are given.
@@ -158,24 +98,23 @@ def _band_grids(profile: Profile, s: dict, tile: int, tile_size: int, centre) ->
                      scale=profile.pixel_scale, rotation=0.0, shape=(tile_size, tile_size))
     grids = {None: main, **{b: main for b in profile.band_names}}
     extent = tile_size * profile.pixel_scale  # arcsec
-    for spec in s["grids"]:
+    for spec in settings.grids:
         sign = 1 if tile % 2 == 0 else -1  # alternate the uncovered side and the rotation
-        cover = float(spec.get("coverage", 1.0))
-        scale = float(spec.get("pixel_scale", profile.pixel_scale))
+        cover, scale = spec.coverage, spec.pixel_scale
         nx, ny = math.ceil(cover * extent / scale), math.ceil(extent / scale)
         shift = sign * (1 - cover) / 2 * extent / 3600  # deg along RA, towards one side
         ra = centre[0] + shift / math.cos(math.radians(centre[1]))
         grid = PixelGrid(crval=(ra, centre[1]), crpix=((nx + 1) / 2, (ny + 1) / 2), scale=scale,
-                         rotation=sign * float(spec.get("rotation", 0.0)), shape=(ny, nx))
-        for band in spec["bands"]:
+                         rotation=sign * spec.rotation, shape=(ny, nx))
+        for band in spec.bands:
             grids[band] = grid
     return grids
 
 
-def _tile_centres(n_tiles: int, tile_size: int, profile: Profile, s: dict) -> list[tuple[float, float]]:
+def _tile_centres(n_tiles: int, tile_size: int, profile: Profile, field: FieldSettings) -> list[tuple[float, float]]:
     """Tiles side by side, 8 to a row, 20" apart, around the field centre."""
     side = (tile_size * profile.pixel_scale + 20) / 3600
-    ra0, dec0 = float(s["field"]["ra"]), float(s["field"]["dec"])
+    ra0, dec0 = field.ra, field.dec
     out = []
     for t in range(n_tiles):
         row, col = divmod(t, 8)
@@ -184,8 +123,8 @@ def _tile_centres(n_tiles: int, tile_size: int, profile: Profile, s: dict) -> li
     return out
 
 
-def _draw_ebv(rng, n: int, s: dict) -> np.ndarray:
-    return np.clip(float(s["ebv"]["median"]) * np.exp(rng.normal(0, float(s["ebv"]["sigma_ln"]), n)), 0, 1.0)
+def _draw_ebv(rng: np.random.Generator, n: int, settings: SimSettings) -> np.ndarray:
+    return np.clip(settings.ebv.median * np.exp(rng.normal(0, settings.ebv.sigma_ln, n)), 0, 1.0)
 
 
 def _near_targets(tiles, xs, ys, t_tile, tx, ty, reach: float) -> np.ndarray:
@@ -202,7 +141,7 @@ def _near_targets(tiles, xs, ys, t_tile, tx, ty, reach: float) -> np.ndarray:
     return keep
 
 
-def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> Sky:
+def build_sky(profile: Profile, n: int, seed: int, tile_size: int, settings: SimSettings) -> Sky:
     """Draw targets, neighbours, pairs and stars and place them on tiles (no pixels yet)."""
     from mmzcli.sim.population import (
         Galaxies,
@@ -217,21 +156,21 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> S
     filters = tuple(b.filter for b in profile.bands)
     ref = profile.band_index(profile.reference_band)
     grid = photometry_grid(filters)
-    sampler = PopulationSampler(grid, ref, params={**s["sed"]})
-    spec = s["spec"]
+    sampler = PopulationSampler(grid, ref, sed=settings.sed)
+    spec = settings.spec
 
     # 1. the spectroscopic targets, stratified by magnitude where the profile asks for it
-    bins = spec["mag_fractions"] or [[spec["mag_limit"], 1.0]]
+    bins = spec.mag_fractions or ((spec.mag_limit, 1.0),)
     counts = np.diff(np.round(np.cumsum([0] + [f for _, f in bins]) * n).astype(int))
-    parts, lo = [], spec["mag_bright"]
+    parts, lo = [], spec.mag_bright
     for (hi, _), count in zip(bins, counts):
         if count:
-            parts.append(sampler.draw(rng, int(count), lo, min(hi, spec["mag_limit"]), z_max=spec["z_max"])[0])
+            parts.append(sampler.draw(rng, int(count), lo, min(hi, spec.mag_limit), z_max=spec.z_max)[0])
         lo = hi
     targets = Galaxies.concat(parts).take(rng.permutation(n))
 
     # 2. the layout: targets on a jittered grid, tiles as needed
-    spacing = float(s["layout"]["target_spacing"]) * profile.cutout_size
+    spacing = settings.layout.target_spacing * profile.cutout_size
     margin = profile.cutout_size / 2 + 2
     per_side = max(int((tile_size - 2 * margin) // spacing), 1)
     per_tile = per_side ** 2
@@ -243,16 +182,16 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> S
 
     # 3. neighbours at the survey's real surface density, pairs, stars
     area = n_tiles * (tile_size * profile.pixel_scale / 3600) ** 2  # deg^2
-    m_faint = float(s["neighbours"]["mag_limit"])
+    m_faint = settings.neighbours.mag_limit
     _, density = sampler.draw(np.random.default_rng([seed, 2]), 64, 10.0, m_faint)
     n_nb = rng.poisson(density * area)
     neighbours, _ = sampler.draw(rng, max(n_nb, 1), 10.0, m_faint)
     neighbours = neighbours.take(slice(0, n_nb))
     nb_tile = rng.integers(0, n_tiles, n_nb)
     nx_, ny_ = rng.uniform(0, tile_size, n_nb), rng.uniform(0, tile_size, n_nb)
-    has_pair = rng.uniform(0, 1, n) < float(s["neighbours"]["pair_fraction"])
+    has_pair = rng.uniform(0, 1, n) < settings.neighbours.pair_fraction
     n_pair = int(has_pair.sum())
-    pairs, _ = sampler.draw(rng, max(n_pair, 1), spec["mag_bright"], m_faint)
+    pairs, _ = sampler.draw(rng, max(n_pair, 1), spec.mag_bright, m_faint)
     pairs = pairs.take(slice(0, n_pair))
     host = np.flatnonzero(has_pair)
     z_new = targets.z[host] + rng.normal(0, 0.001, n_pair) * (1 + targets.z[host])
@@ -262,9 +201,9 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> S
     sep = rng.uniform(1.0, 4.0, n_pair) / profile.pixel_scale
     phi = rng.uniform(0, 2 * np.pi, n_pair)
     px, py = tx[host] + sep * np.cos(phi), ty[host] + sep * np.sin(phi)
-    stars = s["stars"]
-    n_star = rng.poisson(star_density(m_faint, float(stars["density_at_20"]), m_bright=float(stars["mag_bright"])) * area)
-    star_mag, star_temp = draw_stars(rng, n_star, float(stars["mag_bright"]), m_faint)
+    stars = settings.stars
+    n_star = rng.poisson(star_density(m_faint, stars.density_at_20, m_bright=stars.mag_bright) * area)
+    star_mag, star_temp = draw_stars(rng, n_star, stars.mag_bright, m_faint)
 
     # only what can fall in a target's cutout is kept: tiles with fewer targets cost less
     reach = profile.cutout_size / 2 + 16
@@ -280,7 +219,7 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> S
     # 4. one table, targets first (their row index + 1 is their ID)
     galaxies = Galaxies.concat([targets, pairs, neighbours])
     n_gal = len(galaxies)
-    ebv = _draw_ebv(rng, n_gal + n_star, s)
+    ebv = _draw_ebv(rng, n_gal + n_star, settings)
     bulge, disk = galaxies.fluxes(grid, ebv[:n_gal])
     star_flux = star_fluxes(filters, star_temp, ref, star_mag, ebv[n_gal:])
     bulge = np.vstack([bulge, star_flux])
@@ -288,13 +227,14 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> S
     x = np.concatenate([tx, px, nx_, star_x])
     y = np.concatenate([ty, py, ny_, star_y])
     tile = np.concatenate([t_tile, t_tile[host], nb_tile, star_tile])
-    kind = np.concatenate([galaxies.kind, np.full(n_star, 2, np.int16)])  # 0 red, 1 blue, 2 star
-    role = np.concatenate([np.full(n, 0), np.full(n_pair, 1), np.full(n_nb, 2), np.full(n_star, 3)]).astype(np.int16)
+    kind = np.concatenate([galaxies.kind, np.full(n_star, Kind.STAR, np.int16)])
+    role = np.concatenate([np.full(n, Role.TARGET), np.full(n_pair, Role.COMPANION), np.full(n_nb, Role.NEIGHBOUR),
+                           np.full(n_star, Role.STAR)]).astype(np.int16)
     pad = np.zeros(n_star)
     table = {
         "ID": np.arange(1, n_gal + n_star + 1, dtype=np.int64),
-        "ROLE": role,  # 0 spectroscopic target, 1 companion, 2 neighbour, 3 star
-        "KIND": kind,
+        "ROLE": role,  # Role
+        "KIND": kind,  # population.Kind
         "HOST_ID": np.concatenate([np.zeros(n, np.int64), host + 1, np.zeros(n_nb + n_star, np.int64)]),
         "TILE": tile.astype(np.int32), "X": x, "Y": y,
         "Z": np.concatenate([galaxies.z, pad]),
@@ -318,11 +258,13 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, s: dict) -> S
 
 # ----------------------------------------------------------------------------- injection
 
-def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile_size: int, s: dict) -> Sky:
+def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile_size: int,
+                 settings: SimSettings) -> Sky:
     """Objects of a user catalogue, each given the template mix and dust that best fit its colours.
 
     Needs Z and MAG_<band> for every band (observed AB, Milky Way dust included);
-    optional: RA/DEC (placed on the tiles by the same layout otherwise), R_HALF [arcsec],
+    optional: RA/DEC (one tile around them, see ``centred_on_catalog``; placed by the
+    targets' layout otherwise), R_HALF [arcsec],
     BULGE_FRAC, EBV; shapes and sizes not given come from galaxies of the population.
     The bulge gets an older SED than the fitted one, and both components are rescaled
     so that, as in DES Balrog, the rendered object has the catalogue's fluxes exactly,
@@ -335,7 +277,7 @@ def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile
     rng = np.random.default_rng([seed, 3])
     filters = tuple(b.filter for b in profile.bands)
     grid = photometry_grid(filters)
-    ebv = table["EBV"] if "EBV" in table else _draw_ebv(rng, n, s)
+    ebv = table["EBV"] if "EBV" in table else _draw_ebv(rng, n, settings)
     mags = np.stack([table[f"MAG_{b}"] for b in profile.band_names], axis=1)
     # a grid search over (template index, dust): a handful of array operations for all objects
     t_axis = np.linspace(0, len(TEMPLATES) - 1, 33)
@@ -351,7 +293,7 @@ def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile
             better = chi < best_chi
             best[better], best_chi[better] = (t, e), chi[better]
     ref = profile.band_index(profile.reference_band)
-    sampler = PopulationSampler(grid, ref, params={**s["sed"]})
+    sampler = PopulationSampler(grid, ref, sed=settings.sed)
     # shapes from the population at the catalogue's magnitudes: draw, then overwrite the SED
     shapes, _ = sampler.draw(rng, n, 10.0, max(float(np.nanmax(mags[:, ref])), 12.0) + 3)
     gal = shapes.take(rng.permutation(n))
@@ -368,12 +310,12 @@ def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile
     want = 10 ** (-0.4 * mags)
     factor = np.where(np.isfinite(want), want / total, 0.0)
     bulge, disk = bulge * factor, disk * factor
-    sky = _layout_given(profile, table, n, tile_size, s, rng)
+    sky = _layout_given(profile, table, n, tile_size, centred_on_catalog(profile, table, tile_size, settings))
     sky.table.update({
         "Z": gal.z, "ABS_MAG_R": np.full(n, np.nan), "BULGE_FRAC": gal.bulge_frac, "T_BULGE": gal.t_bulge,
-        "T_DISK": gal.t_disk, "BURST": gal.burst, "EBV_BULGE": gal.ebv_bulge, "EBV_DISK": gal.ebv_disk, "R_BULGE": gal.r_bulge,
-        "R_DISK": gal.r_disk, "Q_BULGE": gal.q_bulge, "Q_DISK": gal.q_disk, "ANGLE": gal.angle,
-        "TEMPERATURE": np.zeros(n), "EBV": np.asarray(ebv, float), "KIND": np.ones(n, np.int16),
+        "T_DISK": gal.t_disk, "BURST": gal.burst, "EBV_BULGE": gal.ebv_bulge, "EBV_DISK": gal.ebv_disk,
+        "R_BULGE": gal.r_bulge, "R_DISK": gal.r_disk, "Q_BULGE": gal.q_bulge, "Q_DISK": gal.q_disk, "ANGLE": gal.angle,
+        "TEMPERATURE": np.zeros(n), "EBV": np.asarray(ebv, float), "KIND": np.full(n, Kind.BLUE, np.int16),
     })
     sky.bulge, sky.disk = bulge, disk
     return sky
@@ -406,35 +348,46 @@ def _read_catalog(path: Path, profile: Profile) -> dict[str, np.ndarray]:
     return out
 
 
-def _layout_given(profile, table, n, tile_size, s, rng) -> Sky:
-    """Injected objects: at their RA/DEC on a single tile around them, or on the target layout."""
-    spacing = float(s["layout"]["target_spacing"]) * profile.cutout_size
+def centred_on_catalog(profile: Profile, table: dict[str, np.ndarray], tile_size: int,
+                       settings: SimSettings) -> SimSettings:
+    """The settings with the field centred on an injection catalogue's RA/DEC (unchanged without them).
+
+    Raises
+    ------
+    InputError
+        The catalogue spans more than one tile.
+    """
+    if "RA" not in table:
+        return settings
+    ra, dec = table["RA"], table["DEC"]
     margin = profile.cutout_size / 2 + 2
-    per_side = max(int((tile_size - 2 * margin) // spacing), 1)
+    extent = (np.ptp(ra) * math.cos(math.radians(float(np.mean(dec)))) * 3600, np.ptp(dec) * 3600)
+    if max(extent) / profile.pixel_scale > tile_size - 2 * margin:
+        raise InputError(f"the injection catalogue spans {max(extent):.0f}\", more than one tile of "
+                         f"{tile_size} px: use a larger --tile-size or inject in parts")
+    centre = FieldSettings(ra=float((ra.min() + ra.max()) / 2), dec=float((dec.min() + dec.max()) / 2))
+    return dataclasses.replace(settings, field=centre)
+
+
+def _layout_given(profile: Profile, table: dict[str, np.ndarray], n: int, tile_size: int,
+                  settings: SimSettings) -> Sky:
+    """Injected objects: at their RA/DEC on a single tile around the field centre, or on the target layout."""
     if "RA" in table:
-        ra, dec = table["RA"], table["DEC"]
-        extent = (np.ptp(ra) * math.cos(math.radians(float(np.mean(dec)))) * 3600, np.ptp(dec) * 3600)
-        if max(extent) / profile.pixel_scale > tile_size - 2 * margin:
-            raise InputError(f"the injection catalogue spans {max(extent):.0f}\", more than one tile of "
-                             f"{tile_size} px: use a larger --tile-size or inject in parts")
-        s["field"] = {"ra": float((ra.min() + ra.max()) / 2), "dec": float((dec.min() + dec.max()) / 2)}
-        x = y = None
+        centre = _tile_centres(1, tile_size, profile, settings.field)[0]
+        grid = _band_grids(profile, settings, 0, tile_size, centre)[None]
+        x, y = grid.to_pixel(table["RA"], table["DEC"])
         tile = np.zeros(n, np.int32)
-        n_tiles = 1
     else:
+        spacing = settings.layout.target_spacing * profile.cutout_size
+        margin = profile.cutout_size / 2 + 2
+        per_side = max(int((tile_size - 2 * margin) // spacing), 1)
         slot = np.arange(n) % (per_side ** 2)
         x = margin + (slot % per_side + 0.5) * spacing
         y = margin + (slot // per_side + 0.5) * spacing
         tile = (np.arange(n) // per_side ** 2).astype(np.int32)
-        n_tiles = int(tile.max()) + 1
-    t = {"ID": np.arange(1, n + 1, dtype=np.int64), "ROLE": np.zeros(n, np.int16),
-         "HOST_ID": np.zeros(n, np.int64), "TILE": tile}
-    if x is None:
-        centre = _tile_centres(1, tile_size, profile, s)[0]
-        grid = _band_grids(profile, s, 0, tile_size, centre)[None]
-        x, y = grid.to_pixel(ra, dec)
-    t["X"], t["Y"] = np.asarray(x, float), np.asarray(y, float)
-    return Sky(table=t, bulge=None, disk=None, n_tiles=n_tiles)
+    t = {"ID": np.arange(1, n + 1, dtype=np.int64), "ROLE": np.full(n, Role.TARGET, np.int16),
+         "HOST_ID": np.zeros(n, np.int64), "TILE": tile, "X": np.asarray(x, float), "Y": np.asarray(y, float)}
+    return Sky(table=t, bulge=None, disk=None, n_tiles=int(tile.max()) + 1)
 
 
 # ----------------------------------------------------------------------------- catalogues
@@ -499,19 +452,21 @@ def _blend_light(profile: Profile, t: dict, rows: np.ndarray, total: np.ndarray,
     return out
 
 
-def spec_redshifts(z_true: np.ndarray, spec: dict, rng, wrong: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def spec_redshifts(z_true: np.ndarray, spec: SpecSettings, rng: np.random.Generator,
+                   wrong: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Measured redshifts: small Gaussian errors, and a fraction replaced by another galaxy's z.
 
     A wrong redshift in a real survey is a misidentified line or a blended spectrum: a
     plausible redshift of the sample, not a uniform draw.
     """
-    z_spec = z_true + rng.normal(0, float(spec["z_error"]), z_true.size) * (1 + z_true)
-    bad = rng.uniform(0, 1, z_true.size) < (float(spec["wrong_fraction"]) if wrong else 0.0)
+    z_spec = z_true + rng.normal(0, spec.z_error, z_true.size) * (1 + z_true)
+    bad = rng.uniform(0, 1, z_true.size) < (spec.wrong_fraction if wrong else 0.0)
     z_spec[bad] = rng.permutation(z_true)[: int(bad.sum())]
     return np.clip(z_spec, 0, None), bad
 
 
-def spectroscopic_catalog(profile: str | Profile, n: int, seed: int = 0, tile_size: int = 2048) -> dict:
+def spectroscopic_catalog(profile: str | Profile, n: int, seed: int = 0,
+                          tile_size: int = 2048) -> dict[str, np.ndarray]:
     """The spectroscopic sample's catalogue (with Z_TRUE) without rendering any pixel.
 
     The same population, layout and noise model as ``simulate_survey``, every band
@@ -520,21 +475,22 @@ def spectroscopic_catalog(profile: str | Profile, n: int, seed: int = 0, tile_si
     (Milky Way dust included; ``MAG_<b>`` of truth.fits).
     """
     prof = load_profile(profile) if isinstance(profile, str) else profile
-    s = _settings(prof)
-    sky = build_sky(prof, n, seed, tile_size, s)
-    targets = np.flatnonzero(sky.table["ROLE"] == 0)
+    settings = SimSettings.from_profile(prof)
+    sky = build_sky(prof, n, seed, tile_size, settings)
+    targets = np.flatnonzero(sky.table["ROLE"] == Role.TARGET)
     covered = np.ones((len(sky.table["ID"]), len(prof.bands)), bool)
     rng = np.random.default_rng([seed, 5])
-    z_spec, _ = spec_redshifts(sky.table["Z"][targets], s["spec"], rng)
-    out = observe(prof, sky, _imaging(prof, s), targets, covered, rng, float(s["neighbours"]["blend_leak"]))
-    out.update(Z_SPEC=z_spec, Z_TRUE=sky.table["Z"][targets], EBV=sky.table["EBV"][targets], KIND=sky.table["KIND"][targets])
+    z_spec, _ = spec_redshifts(sky.table["Z"][targets], settings.spec, rng)
+    out = observe(prof, sky, _imaging(prof, settings), targets, covered, rng, settings.neighbours.blend_leak)
+    out.update(Z_SPEC=z_spec, Z_TRUE=sky.table["Z"][targets], EBV=sky.table["EBV"][targets],
+               KIND=sky.table["KIND"][targets])
     true_mag = -2.5 * np.log10(np.clip(sky.bulge[targets] + sky.disk[targets], 1e-300, None))
     out.update({f"TRUE_MAG_{band.name}": true_mag[:, b] for b, band in enumerate(prof.bands)})
     return out
 
 
-def _write_table(path: Path, columns: dict[str, np.ndarray], meta: dict) -> None:
-    """A FITS binary table, written atomically and without a date (reproducible bytes)."""
+def _write_table(path: Path, columns: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """A FITS binary table without a date (reproducible bytes); ``path`` is an ``atomic_path``."""
     from astropy.io import fits
 
     cols = []
@@ -546,9 +502,7 @@ def _write_table(path: Path, columns: dict[str, np.ndarray], meta: dict) -> None
     hdu = fits.BinTableHDU.from_columns(cols)
     for key, value in meta.items():
         hdu.header[key] = value
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -562,8 +516,10 @@ def _check_project(project: Path, overwrite: bool) -> None:
                          f"pass --overwrite to replace it, or choose another --project")
     try:
         project.mkdir(parents=True, exist_ok=True)
-        for stale in [*project.glob(f".{TILES_DIR}.*.tmp"), *project.glob(".*.fits.*.tmp.fits")]:
-            if stale.is_dir():  # left by a killed run
+        # left by a killed run: the tiles' folder, and the tables' atomic_path (.NAME.PID.tmpSUFFIX)
+        leftovers = [f".{TILES_DIR}.*.tmp", *(f".{name}.*.tmp{Path(name).suffix}" for name in (SPECZ_NAME, TRUTH_NAME))]
+        for stale in [path for pattern in leftovers for path in project.glob(pattern)]:
+            if stale.is_dir():
                 shutil.rmtree(stale)
             else:
                 stale.unlink()
@@ -577,7 +533,7 @@ def _check_project(project: Path, overwrite: bool) -> None:
 
 def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_size: int = 2048,
                     jobs: int = 1, catalog: Path | None = None, overwrite: bool = False,
-                    console=None) -> dict:
+                    console: Console | None = None) -> dict[str, Any]:
     """Simulate a survey into ``project``; returns a summary (counts, tiles, timings).
 
     Raises
@@ -597,21 +553,24 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
     if catalog is None and (not isinstance(n, (int, np.integer)) or n <= 0):
         raise InputError(f"-n {n}: the number of galaxies must be a positive integer")
     if tile_size < 2 * prof.cutout_size:
-        raise InputError(f"--tile-size {tile_size}: tiles must be at least two cutouts ({2 * prof.cutout_size} px) wide")
+        raise InputError(f"--tile-size {tile_size}: tiles must be at least two cutouts "
+                         f"({2 * prof.cutout_size} px) wide")
     if jobs < 1:
         raise InputError(f"-j {jobs}: the number of processes must be at least 1")
-    s = _settings(prof)
+    settings = SimSettings.from_profile(prof)
     injected = _read_catalog(catalog, prof) if catalog is not None else None
+    if injected is not None:
+        settings = centred_on_catalog(prof, injected, tile_size, settings)
     project = Path(project)
     _check_project(project, overwrite)
 
-    sky = injected_sky(prof, injected, seed, tile_size, s) if injected is not None else \
-        build_sky(prof, n, seed, tile_size, s)
-    n_targets = int(np.sum(sky.table["ROLE"] == 0))
-    imaging = _imaging(prof, s)
+    sky = injected_sky(prof, injected, seed, tile_size, settings) if injected is not None else \
+        build_sky(prof, n, seed, tile_size, settings)
+    n_targets = int(np.sum(sky.table["ROLE"] == Role.TARGET))
+    imaging = _imaging(prof, settings)
     t = sky.table
-    centres = _tile_centres(sky.n_tiles, tile_size, prof, s)
-    main_grid = [_band_grids(prof, s, k, tile_size, c)[None] for k, c in enumerate(centres)]
+    centres = _tile_centres(sky.n_tiles, tile_size, prof, settings.field)
+    main_grid = [_band_grids(prof, settings, k, tile_size, c)[None] for k, c in enumerate(centres)]
     ra, dec = np.zeros(len(t["ID"])), np.zeros(len(t["ID"]))
     for k, grid in enumerate(main_grid):
         sel = t["TILE"] == k
@@ -622,12 +581,12 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
     ref = prof.band_index(prof.reference_band)
     sigma, _, neff = imaging[ref].noise(prof.pixel_scale)
     snr_ref = (sky.bulge[:, ref] + sky.disk[:, ref]) * 10 ** (0.4 * prof.bands[ref].zeropoint) / (sigma * np.sqrt(neff))
-    simple = (t["ROLE"] == 2) & (snr_ref < SIMPLE_SNR)
+    simple = (t["ROLE"] == Role.NEIGHBOUR) & (snr_ref < SIMPLE_SNR)
 
     tiles_tmp = project / f".{TILES_DIR}.{os.getpid()}.tmp"
     shutil.rmtree(tiles_tmp, ignore_errors=True)
     tiles_tmp.mkdir(parents=True)
-    tasks, covered = _tile_tasks(prof, s, sky, imaging, centres, tile_size, seed, simple, tiles_tmp)
+    tasks, covered = _tile_tasks(prof, settings, sky, imaging, centres, tile_size, seed, simple, tiles_tmp)
 
     render_start = time.perf_counter()
     drawn = _run_tasks(tasks, render_tile, jobs, console)
@@ -641,29 +600,28 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
         truth[f"MAG_{band.name}"] = np.where(total > 0, -2.5 * np.log10(np.maximum(total, 1e-300)), np.inf)
         truth[f"BULGE_MAG_{band.name}"] = -2.5 * np.log10(np.maximum(sky.bulge[:, b], 1e-300))
         truth[f"IN_{band.name}"] = covered[:, b]
-    targets = np.flatnonzero(t["ROLE"] == 0)
-    z_spec, wrong = spec_redshifts(t["Z"][targets], s["spec"], rng, wrong=catalog is None)
+    targets = np.flatnonzero(t["ROLE"] == Role.TARGET)
+    z_spec, wrong = spec_redshifts(t["Z"][targets], settings.spec, rng, wrong=catalog is None)
     truth["Z_SPEC"] = np.full(len(ra), np.nan)
     truth["Z_SPEC"][targets] = z_spec
     truth["WRONG_Z"] = np.zeros(len(ra), bool)
     truth["WRONG_Z"][targets] = wrong
     specz = {"ID": t["ID"][targets], "RA": ra[targets], "DEC": dec[targets],
              "Z_SPEC": z_spec.astype(np.float32), "EBV": t["EBV"][targets].astype(np.float32),
-             **observe(prof, sky, imaging, targets, covered, rng, float(s["neighbours"]["blend_leak"]))}
+             **observe(prof, sky, imaging, targets, covered, rng, settings.neighbours.blend_leak)}
     meta = {"SURVEY": prof.name, "SIMSEED": seed, "ORIGIN": "mmz simulate"}
-    _write_table(project / f".{SPECZ_NAME}.{os.getpid()}.tmp.fits", specz, meta)
-    _write_table(project / f".{TRUTH_NAME}.{os.getpid()}.tmp.fits", truth, meta)
-
-    # commit: the old catalogues go first and specz.fits comes last, so that a run killed
-    # in between never leaves a spectroscopic sample beside tiles it does not describe
-    for name in (SPECZ_NAME, TRUTH_NAME):
-        (project / name).unlink(missing_ok=True)
-    final_tiles = project / TILES_DIR
-    if final_tiles.exists():
-        shutil.rmtree(final_tiles)
-    os.replace(tiles_tmp, final_tiles)
-    os.replace(project / f".{TRUTH_NAME}.{os.getpid()}.tmp.fits", project / TRUTH_NAME)
-    os.replace(project / f".{SPECZ_NAME}.{os.getpid()}.tmp.fits", project / SPECZ_NAME)
+    with atomic_path(project / SPECZ_NAME) as specz_tmp, atomic_path(project / TRUTH_NAME) as truth_tmp:
+        _write_table(specz_tmp, specz, meta)
+        _write_table(truth_tmp, truth, meta)
+        # commit: the old catalogues go first and specz.fits comes last (the outer block ends
+        # after the inner one), so that a run killed in between never leaves a spectroscopic
+        # sample beside tiles it does not describe
+        for name in (SPECZ_NAME, TRUTH_NAME):
+            (project / name).unlink(missing_ok=True)
+        final_tiles = project / TILES_DIR
+        if final_tiles.exists():
+            shutil.rmtree(final_tiles)
+        os.replace(tiles_tmp, final_tiles)
     write_config(project, prof, tiles=f"{TILES_DIR}/*.fits", catalog=SPECZ_NAME,
                  columns={"id": "ID", "ra": "RA", "dec": "DEC", "z_spec": "Z_SPEC", "ebv": "EBV",
                           "mag_ref": f"MAG_{prof.reference_band}"})
@@ -679,8 +637,9 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
     return summary
 
 
-def _tile_tasks(prof: Profile, s: dict, sky: Sky, imaging: list, centres: list, tile_size: int, seed: int,
-                simple: np.ndarray, folder: Path) -> tuple[list, np.ndarray]:
+def _tile_tasks(prof: Profile, settings: SimSettings, sky: Sky, imaging: list[BandImaging],
+                centres: list[tuple[float, float]], tile_size: int, seed: int, simple: np.ndarray,
+                folder: Path) -> tuple[list[TileTask], np.ndarray]:
     """One rendering task per tile and band, and which band covers which object [N, B].
 
     The coverage matters where a band has its own, smaller grid (hsc9's NIR: ~70% of a tile).
@@ -691,7 +650,7 @@ def _tile_tasks(prof: Profile, s: dict, sky: Sky, imaging: list, centres: list, 
     covered = np.ones((len(t["ID"]), len(prof.bands)), dtype=bool)
     tasks = []
     for k, centre in enumerate(centres):
-        grids = _band_grids(prof, s, k, tile_size, centre)
+        grids = _band_grids(prof, settings, k, tile_size, centre)
         sel = np.flatnonzero(t["TILE"] == k)
         for b, (band, img) in enumerate(zip(prof.bands, imaging)):
             grid = grids[band.name]
@@ -719,24 +678,19 @@ def _tile_tasks(prof: Profile, s: dict, sky: Sky, imaging: list, centres: list, 
                 seed=int(np.random.SeedSequence([seed, 4, k, b]).generate_state(1)[0]),
                 x=x[near], y=y[near], flux_bulge=sky.bulge[rows, b] * to_img, flux_disk=sky.disk[rows, b] * to_img,
                 r_bulge=t["R_BULGE"][rows], r_disk=t["R_DISK"][rows], q_bulge=t["Q_BULGE"][rows],
-                q_disk=t["Q_DISK"][rows], angle=t["ANGLE"][rows], is_star=t["KIND"][rows] == 2,
+                q_disk=t["Q_DISK"][rows], angle=t["ANGLE"][rows], is_star=t["KIND"][rows] == Kind.STAR,
                 simple=simple[rows], header=header))
     return tasks, covered
 
 
-def _run_tasks(tasks: list, fn, jobs: int, console) -> int:
+def _run_tasks(tasks: list[TileTask], fn: Callable[[TileTask], tuple[str, int]], jobs: int,
+               console: Console | None) -> int:
     """Run the tile tasks, in a process pool when jobs > 1, with a progress bar on ``console``."""
-    from contextlib import nullcontext
+    from mmzcli.progress import progress_bar
 
-    progress = None
-    if console is not None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.completed}/{task.total} images"),
-                            TimeRemainingColumn(), console=console, transient=True)
     drawn = 0
-    with progress or nullcontext():
-        bar = progress.add_task("render", total=len(tasks)) if progress else None
+    with progress_bar(console, "images") as progress:
+        bar = progress.add_task("rendering", total=len(tasks))
         if jobs == 1 or len(tasks) == 1:
             results = map(fn, tasks)
             pool = None
@@ -750,8 +704,7 @@ def _run_tasks(tasks: list, fn, jobs: int, console) -> int:
         try:
             for _, count in results:
                 drawn += count
-                if progress:
-                    progress.advance(bar)
+                progress.advance(bar)
         finally:
             if pool is not None:
                 pool.close()
