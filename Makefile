@@ -10,7 +10,7 @@ MMZ    := $(VENV)/bin/mmz
 STAMP  := $(VENV)/.mmz-installed
 DEMO   ?= demo
 
-.PHONY: demo test bench man install clean
+.PHONY: demo test lint bench man install clean
 
 install: $(STAMP)
 
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[sim,dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
+
+# ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade, ...) and the formatter in check mode, then mypy on the
+# library; settings in pyproject.toml.  `make test` runs it first, so CI does.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mmzcli bench tests
+	$(VENV)/bin/ruff format --check mmzcli bench tests
+	$(VENV)/bin/mypy mmzcli
 
 demo: $(STAMP)
 	$(MMZ) demo --dir $(DEMO)
@@ -33,4 +40,4 @@ bench: $(STAMP)
 	$(PY) bench/cutout.py
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf $(DEMO) .pytest_cache .ruff_cache .mypy_cache

@@ -229,7 +229,7 @@ def timed(study: Study, step: str):
 # ----------------------------------------------------------------------------- step 1: data
 
 def step_data(study: Study) -> None:
-    from mmzcli.store import is_complete
+    from mmzcli.store import cubes_path, is_complete
 
     s, root = study.settings, study.root
     if (root / "specz.fits").exists():
@@ -237,8 +237,8 @@ def step_data(study: Study) -> None:
     else:  # not resumable inside, but atomic: a killed simulation starts afresh
         mmz(study, "simulate", "simulate", "--profile", study.profile_arg, "-n", str(s["n"]), "--project", str(root),
             "-j", str(s.get("jobs", 2)), "--seed", str(s["seed"]))
-    if is_complete(root / "cubes.zarr"):
-        print(f"data: cubes done ({root / 'cubes.zarr'})")
+    if is_complete(cubes_path(root)):
+        print(f"data: cubes done ({cubes_path(root)})")
     else:
         mmz(study, "build-cubes", "build-cubes", "--project", str(root), "-j", str(s.get("jobs", 2)))
 
@@ -355,7 +355,7 @@ def step_forest(study: Study) -> None:
 
     from mmzcli import __version__
     from mmzcli.catalog import summarise_pdfs, write_photoz
-    from mmzcli.store import open_store
+    from mmzcli.store import cubes_path, open_store
     from mmzcli.train import labelled_rows
 
     s, root = study.settings, study.root
@@ -364,7 +364,7 @@ def step_forest(study: Study) -> None:
         print(f"forest: catalogue {catalogue.name} done")
         return
     profile = study.profile()
-    group = open_store(root / "cubes.zarr")
+    group = open_store(cubes_path(root))
     folder = root / "forest"
     folder.mkdir(exist_ok=True)
     phot_path = folder / "photometry.npz"
@@ -440,7 +440,7 @@ def run_speed(run_dir: Path) -> dict:
 
 def step_analyse(study: Study) -> dict:
     from mmzcli import __version__
-    from mmzcli.store import open_store
+    from mmzcli.store import cubes_path, open_store
     from mmzcli.train import labelled_rows
 
     s, root = study.settings, study.root
@@ -485,7 +485,7 @@ def step_analyse(study: Study) -> dict:
             "met": bool(ratios["multimodal/forest"] <= FOREST_RATIO_TARGET),
             "baseline_met": bool(ratios["baseline/forest"] <= FOREST_RATIO_TARGET)}}
 
-    group = open_store(root / "cubes.zarr")
+    group = open_store(cubes_path(root))
     profile = study.profile()
     wall = study.wall()
     result = {

@@ -38,7 +38,7 @@ def check(n: int = 2000) -> float:
     rng = np.random.default_rng(2)
     index = rng.integers(0, n, size=(20, n))
     counts = np.stack([np.bincount(i, minlength=n) for i in index])
-    fast = bootstrap._sigma_mad_of_counts(counts, bootstrap._Sorted(dz), n)
+    fast = bootstrap.sigma_mad_of_counts(counts, bootstrap.SortedSample(dz), n)
     slow = np.array([metrics.sigma_mad(dz[i]) for i in index])
     return float(np.abs(fast - slow).max())
 
@@ -50,6 +50,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
+    if not bootstrap.MIN_RESAMPLES <= args.K <= bootstrap.MAX_RESAMPLES:
+        parser.error(f"-K {args.K}: give {bootstrap.MIN_RESAMPLES} to {bootstrap.MAX_RESAMPLES} resamples")
+    if args.n < bootstrap.MIN_OBJECTS or args.threads < 1 or args.repeat < 1:
+        parser.error(f"-n needs at least {bootstrap.MIN_OBJECTS} objects, --threads and --repeat at least 1")
 
     print(f"check: counts-based sigma_MAD vs numpy on 20 resamples: max |difference| = {check():.2e}")
     data = synthetic(args.n)

@@ -24,7 +24,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from mmzcli.cutout import assign_images, cut_block, expand_tiles, index_tiles, run_cutout
+from mmzcli.cutout import cut_block, run_cutout
+from mmzcli.tiles import assign_images, expand_tiles, index_tiles
 from mmzcli.profiles import load_profile
 
 RA0, DEC0 = 35.0, -4.5
@@ -79,7 +80,7 @@ def extraction_rate(images, profile, ra, dec) -> float:
 
 def pipeline_rate(paths, catalog, profile, out: Path, jobs: int) -> float:
     start = time.perf_counter()
-    run_cutout(paths, catalog, profile.name, out, size=None, columns={"id": "ID", "ra": "RA", "dec": "DEC"},
+    run_cutout(paths, catalog, profile, out, size=None, columns={"id": "ID", "ra": "RA", "dec": "DEC"},
                jobs=jobs)
     return len(Table.read(catalog)) * len(profile.bands) / (time.perf_counter() - start)
 

@@ -4,7 +4,7 @@ Run:  .venv/bin/python bench/param_counts.py [--markdown]
 
 Full-size models are built on the ``meta`` device (shapes only, no memory, well under a
 second each).  Counts are trainable parameters (conv and linear weights and biases,
-per-channel PReLU slopes).  The first count uses N_b = 180 softmax bins (design.md's fit);
+per-channel PReLU slopes).  The first count uses N_b = 180 softmax bins (docs/design.md §4's fit);
 the second the hsc9 profile's grid (N_b = 400), which adds 220 × 1025 = 225,500
 parameters to every model.  Extra rows give models the paper does not count: cross fusion,
 the §7.3 all-band modality and the §7.4 modality-dropout model (2-band + 1-band modalities).

@@ -39,6 +39,7 @@ def write_run(project: Path, width: float) -> str:
 
     from mmzcli.model import PhotoZNet
     from mmzcli.project import project_profile
+    from mmzcli.runs import MODEL_FORMAT, checkpoint_of
     from mmzcli.train import RunSpec, model_config
 
     profile = project_profile(project, None)
@@ -48,17 +49,17 @@ def write_run(project: Path, width: float) -> str:
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"profile": profile.name}))
     (run / "profile.yaml").write_text(yaml.safe_dump(profile.to_dict(), sort_keys=False))
-    torch.save({"model": PhotoZNet(config).state_dict(), "config": asdict(config), "metrics": {}},
-               run / "fold0_seed0.pt")
+    torch.save(checkpoint_of(MODEL_FORMAT, {"model": PhotoZNet(config).state_dict(), "config": asdict(config),
+                                            "metrics": {}}), run / "fold0_seed0.pt")
     return name
 
 
 def timed_predict(project: Path, run: str, jobs: int) -> dict:
     """One in-process prediction with the time inside the network counted."""
-    from mmzcli import predict
+    from mmzcli import predict, runs
 
     inside = 0.0
-    original = predict.Ensemble.predict
+    original = runs.Ensemble.predict
 
     def counting(self, *args, **kwargs):
         nonlocal inside
@@ -67,13 +68,14 @@ def timed_predict(project: Path, run: str, jobs: int) -> dict:
         inside += time.perf_counter() - start
         return result
 
-    predict.Ensemble.predict = counting
+    runs.Ensemble.predict = counting
     out = project / f"{run}.fits"
     start = time.perf_counter()
-    summary = predict.predict_tiles(sorted((project / "tiles").glob("*.fits")), out, project=project, run=run,
-                                    catalog=project / "specz.fits", jobs=jobs, overwrite=True)
+    options = predict.PredictOptions(project=project, run=run, catalog=project / "specz.fits", jobs=jobs,
+                                     overwrite=True)
+    summary = predict.predict_tiles(sorted((project / "tiles").glob("*.fits")), out, options)
     wall = time.perf_counter() - start
-    predict.Ensemble.predict = original
+    runs.Ensemble.predict = original
     return {"galaxies": summary["rows"], "wall_s": wall, "galaxies_per_s": summary["rows"] / wall,
             "model_share": inside / wall}
 

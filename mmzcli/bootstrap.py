@@ -35,14 +35,25 @@ from pathlib import Path
 import numpy as np
 
 from mmzcli import metrics
+from mmzcli.errors import ConfigError, InputError
 
 METRICS = ("sigma_mad", "eta", "abs_bias", "crps")
 METRIC_NAMES = {"sigma_mad": "σ_MAD", "eta": "η", "abs_bias": "|bias|", "crps": "CRPS"}
 CHUNK_ELEMENTS = 1 << 21  # resamples x objects per chunk: its cumulative counts (16 MB each) share one bisection
 BISECTION_STEPS = 40  # halvings of the MAD window: full range x 2^-40, about 1e-12 in dz
+# Below MIN_OBJECTS matched objects the test cannot judge: the median of a resample (and so sigma_MAD)
+# is one of the order statistics within about sqrt(n) ranks of the middle (a dozen values at n = 30), so
+# the bootstrap distribution is a few spikes and p counts ties, not evidence; and at the outlier
+# fractions of a few per cent that matter, eta rests on one or two objects.
+MIN_OBJECTS = 50
+# K: at least 100 resamples, so that p resolves 0.01 and p < 0.05 means something (K = 1 gives p = 0 or 1);
+# at most 10^6, far beyond the 10^4 of the paper, whose Monte Carlo error (~0.002 at p = 0.05) already
+# matters less than the sample's.  Time grows as K (2 minutes at 10^6 for small samples, about 10 for
+# 5 x 10^4 objects), memory as about 250 bytes a resample beyond the fixed chunk buffers (0.25 GB at 10^6).
+MIN_RESAMPLES, MAX_RESAMPLES = 100, 1_000_000
 
 
-class _Sorted:
+class SortedSample:
     """Residuals of one catalogue sorted, with the permutation from the shared object order."""
 
     def __init__(self, dz: np.ndarray):
@@ -89,7 +100,7 @@ def _sigma_mad_of_cum(cum: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
     return metrics.MAD_SCALE * 0.5 * (both[:m] + both[m:])
 
 
-def _sigma_mad_of_counts(counts: np.ndarray, s: _Sorted, n: int) -> np.ndarray:
+def sigma_mad_of_counts(counts: np.ndarray, s: SortedSample, n: int) -> np.ndarray:
     """sigma_MAD of each resample given as counts over the shared object order (for checks and tests)."""
     cum = np.zeros((counts.shape[0], n + 1), dtype=np.int64)
     np.cumsum(counts[:, s.order], axis=1, out=cum[:, 1:])
@@ -137,12 +148,16 @@ def bootstrap_metrics(dz_base, dz_other, crps_base, crps_other, threshold: float
     Returns (result, samples): ``result[metric]`` holds base, other, delta
     (base - other: positive when other is better), gain, p_value and the 95 %
     bootstrap interval of delta; ``samples[metric]`` the K bootstrapped deltas.
-    The same seed gives the same answer whatever ``threads`` is.
+    The same seed gives the same answer whatever ``threads`` is.  Memory: the
+    chunk buffers (about 40 MB a thread) and about 250 bytes a resample.
     """
     dz_base, dz_other = np.asarray(dz_base, np.float64), np.asarray(dz_other, np.float64)
     n = len(dz_base)
+    if n == 0 or not 1 <= resamples <= MAX_RESAMPLES:
+        raise ValueError(f"bootstrap of {n} objects x {resamples} resamples: need n >= 1 "
+                         f"and 1 <= resamples <= {MAX_RESAMPLES}")
     order = np.argsort(dz_base, kind="stable")  # objects in the order of the base residuals
-    other = _Sorted(dz_other[order])
+    other = SortedSample(dz_other[order])
     means = np.stack([np.abs(dz_base) >= threshold, dz_base, crps_base,
                       np.abs(dz_other) >= threshold, dz_other, crps_other], axis=1)[order].astype(np.float32)
     chunk = max(1, min(resamples, CHUNK_ELEMENTS // max(n, 1)))
@@ -194,7 +209,8 @@ def print_table(result: dict, labels: tuple[str, str], console) -> None:
         r = result[key]
         scale, digits = (100.0, 2) if key == "eta" else (1.0, 5)
         unit = " %" if key == "eta" else ""
-        p = f"{r['p_value']:.4f}"
+        # no resample at or beyond delta: p is below the resolution 1/K, not zero
+        p = f"< {1 / result['resamples']:.2g}" if r["p_value"] == 0 else f"{r['p_value']:.4f}"
         table.add_row(METRIC_NAMES[key], f"{r['base'] * scale:.{digits}f}{unit}", f"{r['other'] * scale:.{digits}f}{unit}",
                       "-" if r["gain"] is None else f"{100 * r['gain']:+.1f} %", f"{r['delta'] * scale:+.{digits}f}",
                       f"[green]{p}[/]" if r["p_value"] < 0.05 else p)
@@ -202,20 +218,31 @@ def print_table(result: dict, labels: tuple[str, str], console) -> None:
 
 
 def run_bootstrap(base: Path, other: Path, *, resamples: int = 10_000, seed: int = 0, truth: Path | None = None,
-                  output: Path | None = None, as_json: bool = False, plots: bool = True, console=None) -> dict:
-    """``mmz bootstrap``: bootstrap.json, bootstrap.png, a table on the terminal (and JSON on stdout)."""
-    from mmzcli import __version__
-    from mmzcli.evaluate import load_matched
-    from mmzcli.project import atomic_write_text
+                  id_col: str = "ID", z_col: str = "Z_SPEC", output: Path | None = None, as_json: bool = False,
+                  plots: bool = True, console=None) -> dict:
+    """``mmz bootstrap``: bootstrap.json, bootstrap.png, a table on the terminal (and JSON on stdout).
 
-    b, o = load_matched([base, other], truth=truth, console=console)
+    Refuses K outside MIN_RESAMPLES..MAX_RESAMPLES and fewer than MIN_OBJECTS matched objects.
+    """
+    from mmzcli import __version__
+    from mmzcli.evaluate import check_output_dir, load_matched, make_output_dir
+    from mmzcli.atomic import atomic_write_text
+
+    if not MIN_RESAMPLES <= resamples <= MAX_RESAMPLES:
+        raise ConfigError(f"-K/--resamples {resamples}: give {MIN_RESAMPLES} to {MAX_RESAMPLES} resamples "
+                          f"(the paper uses 10000)")
+    out_dir = check_output_dir(Path(output) if output is not None else Path(base).parent / "bootstrap")
+    b, o = load_matched([base, other], truth=truth, id_col=id_col, z_col=z_col, console=console)
+    if len(b.id) < MIN_OBJECTS:
+        raise InputError(f"{base} and {other}: {len(b.id)} matched objects with a z_phot and a z_spec, fewer than "
+                         f"the {MIN_OBJECTS} the bootstrap needs to judge significance; compare larger catalogues "
+                         f"(mmz evaluate gives the metrics of small ones)")
     crps_b = metrics.crps(b.pdf, b.edges, b.z_spec)
     crps_o = metrics.crps(o.pdf, o.edges, o.z_spec)
     result, samples = bootstrap_metrics(b.dz, o.dz, crps_b, crps_o, b.threshold, resamples=resamples, seed=seed)
     report = {"mmz_version": __version__, "base": str(base), "other": str(other),
               "truth": None if truth is None else str(truth), **result}
-    out_dir = Path(output) if output is not None else Path(base).parent / "bootstrap"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     atomic_write_text(out_dir / "bootstrap.json", json.dumps(report, indent=1))
     if plots:
         from mmzcli.plots import bootstrap_deltas

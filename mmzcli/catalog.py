@@ -12,58 +12,124 @@ from typing import Any
 import numpy as np
 
 from mmzcli.errors import InputError
+from mmzcli.flags import describe_catalog_flags
 
 # The option that renames each column role, for messages.
 COLUMN_OPTIONS = {"id": "--id-col", "ra": "--ra-col", "dec": "--dec-col", "z_spec": "--z-col",
                   "ebv": "--ebv-col", "mag_ref": "--mag-col"}
 
 
-def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | None = None, *,
+               options: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Read the ``columns`` (role -> column name) of a FITS table or CSV file, and those of ``optional`` present.
 
     Returns a dict role -> numpy array.  Raises ``InputError`` for a missing or
     unreadable file, an empty table or a missing column (listing those present).
-    ``id`` must be integer and unique; ``ra``/``dec`` finite degrees.
+    ``id`` must be integer and unique; every other role is a number per row
+    (float64, empty cells NaN); ``ra``/``dec`` finite degrees.  Names match
+    case-insensitively, and a CSV may start with a UTF-8 byte-order mark (Excel
+    writes one).  ``options`` (role -> option) names the option that renames a
+    missing column in the message: COLUMN_OPTIONS unless the command spells it otherwise.
     """
     from astropy.table import Table
 
     path = Path(path)
+    csv = path.suffix.lower() in (".csv", ".txt")
+    kind = "CSV" if csv else "FITS table"
     if not path.exists():
         raise InputError(f"{path}: no such catalogue file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a catalogue; give a FITS binary table or a CSV file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the catalogue is empty (0 bytes); give a FITS binary table or a CSV file")
+    how = {"format": "ascii.csv", "encoding": "utf-8-sig"} if csv else {"format": "fits"}  # utf-8-sig: BOM or not
     try:
-        if path.suffix.lower() in (".csv", ".txt"):
-            table = Table.read(path, format="ascii.csv")
-        else:
-            table = Table.read(path, format="fits")
+        table = Table.read(path, **how)
     except Exception as exc:  # astropy raises many kinds for a file that is not what it says
-        kind = "CSV" if path.suffix.lower() in (".csv", ".txt") else "FITS table"
-        raise InputError(f"{path}: cannot read as a {kind} ({exc}); give a FITS binary table or a CSV file") from None
+        raise InputError(f"{path}: cannot read as a {kind} ({_one_line(exc)}); "
+                         f"give a FITS binary table or a CSV file") from None
     if len(table) == 0:
         raise InputError(f"{path}: the catalogue is empty")
-    present = {name.upper(): name for name in table.colnames}
+    present = {name.strip().upper(): name for name in table.colnames}
+    options = COLUMN_OPTIONS if options is None else options
     out = {}
     for role, name in {**(optional or {}), **columns}.items():
-        actual = name if name in table.colnames else present.get(name.upper())
+        actual = name if name in table.colnames else present.get(name.strip().upper())
         if actual is None and role not in columns:
             continue
         if actual is None:
-            option = COLUMN_OPTIONS.get(role, "")
+            option = options.get(role, "")
             hint = f"; name the right one with {option}" if option else ""
-            raise InputError(f"{path}: no column '{name}' (columns: {', '.join(table.colnames)}){hint}")
+            raise InputError(f"{path}: no column {name!r} (columns: {_names(table.colnames)}){hint}")
         column = table[actual]
-        values = column.filled(np.nan) if getattr(column, "mask", None) is not None and role != "id" else column
-        out[role] = np.asarray(values)
-    if "id" in out:
-        out["id"] = _check_ids(path, columns["id"], out["id"])
+        if np.ndim(column) != 1:
+            raise InputError(f"{path}: column {actual!r} holds arrays of shape {column.shape[1:]} per row; "
+                             f"give a column of one value per row")
+        if role == "id":
+            out[role] = _check_ids(path, actual, column)
+        else:
+            out[role] = _numbers(path, actual, column, kind)
     for role in ("ra", "dec"):
         if role in out:
             out[role] = _check_coordinates(path, columns[role], role, out[role])
     return out
 
 
-def _check_ids(path: Path, name: str, ids: np.ndarray) -> np.ndarray:
+def _one_line(exc: Exception) -> str:
+    """An exception's text on one line (FITS readers report over several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _names(names: list[str]) -> str:
+    """Column names for a message: bare where plain, quoted (repr) where blanks or invisible characters hide in them."""
+    def plain(name: str) -> bool:
+        return bool(name) and name.isprintable() and not any(c.isspace() or c in ",'\"" for c in name)
+
+    return ", ".join(name if plain(name) else repr(name) for name in names)
+
+
+def _cell(value) -> str:
+    return repr(value.decode(errors="replace") if isinstance(value, bytes) else str(value))
+
+
+def _numbers(path: Path, name: str, column, kind: str) -> np.ndarray:
+    """A column as float64, empty (masked) cells NaN; the first cell that is not a number is named by its row."""
+    empty = np.ma.getmaskarray(column) if getattr(column, "mask", None) is not None else np.zeros(len(column), bool)
+    values = np.asarray(column)
+    if values.dtype.kind not in "biufSUO":
+        raise InputError(f"{path}: column {name!r} must hold numbers, found {values.dtype}; give a numeric column")
+    try:
+        numbers = values.astype(np.float64)
+    except (TypeError, ValueError):  # text: convert cell by cell to find the culprit (and skip empty cells)
+        numbers = np.full(len(values), np.nan)
+        for row in np.flatnonzero(~empty):
+            try:
+                numbers[row] = float(values[row])
+            except (TypeError, ValueError):
+                raise InputError(f"{path}: row {row}: column {name!r} must hold numbers, found "
+                                 f"{_cell(values[row])}; fix that cell in the {kind} "
+                                 f"(leave it empty where the value is unknown)") from None
+    return np.where(empty, np.nan, numbers)
+
+
+def _check_ids(path: Path, name: str, column) -> np.ndarray:
+    """Integer ids (integral floats and digits stored as text accepted), none empty, none repeated."""
+    from contextlib import suppress
+
+    empty = np.ma.getmaskarray(column) if getattr(column, "mask", None) is not None else None
+    if empty is not None and empty.any():
+        raise InputError(f"{path}: row {int(np.flatnonzero(empty)[0])}: column {name!r} is empty; "
+                         f"every object needs an integer id")
+    ids = np.asarray(column)
+    if ids.dtype.kind in "SU":  # digits stored as text
+        with suppress(ValueError, OverflowError):
+            ids = ids.astype(np.int64)
+    if ids.dtype.kind == "f" and np.isfinite(ids).all() and (ids == np.round(ids)).all():
+        ids = ids.astype(np.int64)
     if ids.dtype.kind not in "iu":
-        raise InputError(f"{path}: column '{name}' must hold integer ids, found {ids.dtype}")
+        rows = [i for i, v in enumerate(ids) if not _is_integer(v)] or [0]
+        raise InputError(f"{path}: row {rows[0]}: column {name!r} must hold integer ids, found "
+                         f"{_cell(ids[rows[0]])} ({ids.dtype}); give integer ids (objects are matched by them)")
     ids = ids.astype(np.int64)
     order = np.argsort(ids, kind="stable")
     same = np.flatnonzero(ids[order][1:] == ids[order][:-1])
@@ -75,11 +141,16 @@ def _check_ids(path: Path, name: str, ids: np.ndarray) -> np.ndarray:
     return ids
 
 
-def _check_coordinates(path: Path, name: str, role: str, values: np.ndarray) -> np.ndarray:
+def _is_integer(value) -> bool:
     try:
-        values = values.astype(np.float64)
+        number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{path}: column '{name}' must hold numbers (degrees)") from None
+        return False
+    return np.isfinite(number) and number == round(number)
+
+
+def _check_coordinates(path: Path, name: str, role: str, values: np.ndarray) -> np.ndarray:
+    """Finite degrees in range (``values`` already float64, empty cells NaN)."""
     limit = (0.0, 360.0) if role == "ra" else (-90.0, 90.0)
     bad = ~np.isfinite(values) | (values < limit[0]) | (values > limit[1])
     if bad.any():
@@ -105,7 +176,7 @@ PHOTOZ_COLUMNS = (
     ("Z_U95", "", "97.5th percentile of the PDF"),
     ("ODDS", "", "probability within Z_PHOT +- ODDSK*(1+Z_PHOT)"),
     ("Z_REG", "", "redshift from the regression head"),
-    ("FLAGS", "", "bit flags: 1 edge, 2 NaN pixels, 4 missing band, 8 outside, 16 resampled, 128 E(B-V) defaulted (see docs/formats.md)"),
+    ("FLAGS", "", describe_catalog_flags()),
     ("EBV", "mag", "Galactic E(B-V) given to the network"),
     ("PDF", "", "probability of each redshift bin of HDU ZGRID (sums to 1)"),
 )

@@ -100,7 +100,7 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path
 def cutout(
     tiles: Annotated[list[Path], typer.Argument(help="FITS image tiles with a celestial WCS.", show_default=False)],
     catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Sources: FITS table or CSV.", show_default=False)],
-    profile: Annotated[str, typer.Option("--profile", help="Survey profile: name or YAML path.")] = "hsc9",
+    profile: Annotated[Optional[str], typer.Option("--profile", "--survey", help="Survey profile: name or YAML path [default: the project's, from mmz.yaml].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output Zarr store [default: PROJECT/stamps.zarr].")] = None,
     project: ProjectOpt = Path("."),
     size: Annotated[Optional[int], typer.Option("--size", help="Stamp size in pixels [default: the profile's].")] = None,
@@ -115,8 +115,10 @@ def cutout(
     Example: mmz cutout tiles/*.fits --catalog sources.csv --profile cfhtls -o stamps.zarr
     """
     from mmzcli.cutout import run_cutout
+    from mmzcli.project import project_profile
+    from mmzcli.store import STAMPS_NAME
 
-    run_cutout(tiles, catalog, profile, output or project / "stamps.zarr", size=size,
+    run_cutout(tiles, catalog, project_profile(project, profile), output or project / STAMPS_NAME, size=size,
                columns={"id": id_col, "ra": ra_col, "dec": dec_col}, jobs=jobs,
                overwrite=overwrite, console=_console())
 
@@ -135,16 +137,26 @@ def build_cubes(
     mag_col: Annotated[Optional[str], typer.Option("--mag-col", help="Reference magnitude column [default: MAG_<reference band>].")] = None,
     jobs: JobsOpt = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild a complete store.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the complete store instead: every chunk readable, every block written, labels and normalisation finite.")] = False,
 ):
     """Build PROJECT/cubes.zarr: labelled, normalisable datacubes from tiles and a spectroscopic catalogue.
 
-    Resumable: run the same command again after an interruption.
+    Resumable: run the same command again after an interruption.  With --verify, read the
+    whole store and exit 2 at its first problem.
 
     Example: mmz build-cubes --survey cfhtls --project myproj
     """
     from mmzcli.cubes import build_cubes as run
+    from mmzcli.cubes import verify_cubes
     from mmzcli.project import record_command
 
+    if verify:
+        if overwrite:
+            from mmzcli.errors import ConfigError
+
+            raise ConfigError("--verify checks the store and --overwrite rebuilds it: pass one of them")
+        verify_cubes(project, console=_console())
+        return
     columns = {k: v for k, v in {"id": id_col, "ra": ra_col, "dec": dec_col, "z_spec": z_col,
                                   "ebv": ebv_col, "mag_ref": mag_col}.items() if v is not None}
     if run(project, survey=survey, tiles=tiles, catalog=catalog, columns=columns, jobs=jobs,
@@ -188,11 +200,16 @@ def train(
 
     Example: mmz train --profile hsc9 --fusion early --project P --epochs 30 --seeds 3
     """
+    import math
+
     from mmzcli.errors import ConfigError
     from mmzcli.project import project_profile
     from mmzcli.profiles import load_profile
+    from mmzcli.runs import RunDir, runs_dir
     from mmzcli.train import RunSpec, TrainConfig, train_run
 
+    if not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"--lr {lr:g}: expected a finite learning rate > 0, e.g. 1e-3")
     try:
         order_list = tuple(int(o) for o in orders.split(","))
     except ValueError:
@@ -209,8 +226,8 @@ def train(
         return
     survey = project_profile(project, profile)
     run_name = name or spec.default_name()
-    if resume and not (project / "runs" / run_name / "config.yaml").exists():
-        raise ConfigError(f"--resume: no run '{run_name}' in {project / 'runs'}")
+    if resume and not RunDir(runs_dir(project) / run_name).config_path.exists():
+        raise ConfigError(f"--resume: no run '{run_name}' in {runs_dir(project)}")
     train_run(project, survey, spec, name=run_name, console=_console())
 
 
@@ -222,8 +239,8 @@ def predict(
     output: Annotated[Path, typer.Option("--output", "-o", help="Catalogue to write (FITS).")] = Path("photoz_cat.fits"),
     run: Annotated[Optional[str], typer.Option("--run", help="Run name or directory [default: the project's latest trained run].")] = None,
     project: ProjectOpt = Path("."),
-    catalog: Annotated[Optional[Path], typer.Option("--catalog", "-c", help="Sources to predict: FITS table or CSV with ID, RA, DEC (and EBV).")] = None,
-    detect: Annotated[bool, typer.Option("--detect", help="Find the sources with sep on the profile's detection bands.")] = False,
+    catalog: Annotated[Optional[Path], typer.Option("--catalog", "-c", help="Sources to predict: FITS table or CSV with ID, RA, DEC (and EBV) [default: detect every source in the tiles].")] = None,
+    detect: Annotated[bool, typer.Option("--detect", help="Find the sources with sep on the profile's detection bands (the default without --catalog).")] = False,
     cubes: Annotated[bool, typer.Option("--cubes", help="Write the run's out-of-fold predictions of the labelled set (Z_SPEC, FOLD, MAG_<ref>) instead.")] = False,
     ebv: Annotated[Optional[str], typer.Option("--ebv", help="Galactic E(B-V): a column of the catalogue or one value [default: column EBV, else the training median, flagged].")] = None,
     id_col: Annotated[str, typer.Option("--id-col", help="Source id column.")] = "ID",
@@ -241,13 +258,14 @@ def predict(
 ):
     """Write a photo-z catalogue: PDF, median Z_PHOT, intervals and flags for every source of the tiles.
 
+    The sources are those of --catalog or, without it, every source sep detects in the tiles.
     Every model of the run (folds x seeds) predicts every source; their PDFs are averaged.
     Interrupted runs continue with --resume; under torchrun the ranks share the tiles.
 
-    Example: mmz predict tiles/*.fits --catalog sources.fits -o photoz_cat.fits --project P
+    Example: mmz predict tiles/*.fits -o photoz_cat.fits --project P
     """
     from mmzcli.errors import ConfigError
-    from mmzcli.predict import predict_cubes, predict_tiles
+    from mmzcli.predict import PredictOptions, predict_cubes, predict_tiles
 
     if cubes:
         if tiles or catalog or detect:
@@ -256,10 +274,13 @@ def predict(
         return
     if not tiles:
         raise ConfigError("no tiles given: mmz predict TILE... -o CAT.fits (or --cubes for the labelled set)")
-    predict_tiles(tiles, output, project=project, run=run, catalog=catalog, detect=detect, ebv=ebv,
-                  columns={"id": id_col, "ra": ra_col, "dec": dec_col}, jobs=jobs, batch_size=batch_size,
-                  device=device, amp=amp, resume=resume, overwrite=overwrite, keep_going=keep_going,
-                  allow_missing_bands=allow_missing_bands, shard=shard, console=_console())
+    if catalog is not None and detect:
+        raise ConfigError("--catalog gives the sources and --detect finds them: give one of the two")
+    options = PredictOptions(project=project, run=run, catalog=catalog, ebv=ebv,
+                             columns={"id": id_col, "ra": ra_col, "dec": dec_col}, jobs=jobs, batch_size=batch_size,
+                             device=device, amp=amp, resume=resume, overwrite=overwrite, keep_going=keep_going,
+                             allow_missing_bands=allow_missing_bands, shard=shard)
+    predict_tiles(tiles, output, options, console=_console())
 
 
 # ----------------------------------------------------------------------------- science outputs
@@ -269,6 +290,8 @@ def evaluate(
     catalogs: Annotated[list[Path], typer.Argument(help="Photo-z catalogues (FITS, from mmz predict); several are matched by ID and compared on their common objects.", show_default=False)],
     truth: Annotated[Optional[Path], typer.Option("--truth", help="Spectroscopic table (ID, Z_SPEC, MAG_*) for catalogues without Z_SPEC or magnitudes.", exists=True, dir_okay=False)] = None,
     mag_col: Annotated[Optional[str], typer.Option("--mag-col", help="Magnitude column of the magnitude bins [default: MAG_<REFBAND of the header>].")] = None,
+    id_col: Annotated[str, typer.Option("--id-col", help="Id column of the --truth table.")] = "ID",
+    z_col: Annotated[str, typer.Option("--z-col", help="Spectroscopic redshift column of the --truth table.")] = "Z_SPEC",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory [default: evaluate/ beside the first catalogue].")] = None,
     bins: Annotated[int, typer.Option("--bins", help="Equal-count bins of magnitude and redshift.", min=1)] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print each catalogue's overall metrics as JSON on stdout.")] = False,
@@ -284,17 +307,19 @@ def evaluate(
     """
     from mmzcli.evaluate import evaluate_catalogs
 
-    evaluate_catalogs(catalogs, truth=truth, mag_col=mag_col, output=output, n_bins=bins, as_json=as_json,
-                      plots=plots, console=_console())
+    evaluate_catalogs(catalogs, truth=truth, mag_col=mag_col, id_col=id_col, z_col=z_col, output=output,
+                      n_bins=bins, as_json=as_json, plots=plots, console=_console())
 
 
 @app.command()
 def bootstrap(
     base: Annotated[Path, typer.Argument(help="Reference catalogue (e.g. the baseline model's).", show_default=False)],
     other: Annotated[Path, typer.Argument(help="Catalogue tested against it, on the objects matched by ID.", show_default=False)],
-    resamples: Annotated[int, typer.Option("--resamples", "-K", help="Bootstrap resamples.", min=1)] = 10_000,
+    resamples: Annotated[int, typer.Option("--resamples", "-K", help="Bootstrap resamples (100 to 1000000).")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same p-values.")] = 0,
     truth: Annotated[Optional[Path], typer.Option("--truth", help="Spectroscopic table (ID, Z_SPEC) for catalogues without Z_SPEC.", exists=True, dir_okay=False)] = None,
+    id_col: Annotated[str, typer.Option("--id-col", help="Id column of the --truth table.")] = "ID",
+    z_col: Annotated[str, typer.Option("--z-col", help="Spectroscopic redshift column of the --truth table.")] = "Z_SPEC",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory [default: bootstrap/ beside BASE].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print base, other, gain and p_value per metric as JSON on stdout.")] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the figure.")] = True,
@@ -304,13 +329,14 @@ def bootstrap(
     For sigma_MAD, outlier fraction, |bias| and CRPS: both values, the relative gain
     G = (|M_base| - |M_other|)/|M_base| and p = freq(delta_b - delta >= delta), delta > 0 when OTHER is
     better. Writes bootstrap.json and bootstrap.png (the bootstrapped and shifted delta distributions).
+    Needs at least 50 matched objects: fewer cannot be judged.
 
     Example: mmz bootstrap P/catalogs/oof-baseline.fits P/catalogs/oof-early.fits -K 10000 --seed 1
     """
     from mmzcli.bootstrap import run_bootstrap
 
-    run_bootstrap(base, other, resamples=resamples, seed=seed, truth=truth, output=output, as_json=as_json,
-                  plots=plots, console=_console())
+    run_bootstrap(base, other, resamples=resamples, seed=seed, truth=truth, id_col=id_col, z_col=z_col,
+                  output=output, as_json=as_json, plots=plots, console=_console())
 
 
 @app.command("dropout-scan")
@@ -374,17 +400,39 @@ def demo(
 # ----------------------------------------------------------------------------- entry point
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the app, turning user-facing errors into one line and exit code 2."""
+    """Run the app, turning user-facing errors into one line and exit code 2.
+
+    Errors of the operating system that reach here (a full disk, a read-only directory) are
+    shown the same way, naming the file; an interrupt says how to go on.
+    """
     from mmzcli.errors import MmzError
 
     _state["argv"] = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="mmz")
-    except MmzError as exc:
+    except (MmzError, OSError) as exc:
         if _state["debug"]:
             raise
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        _error_line(str(exc) if isinstance(exc, MmzError) else _os_error_text(exc))
         sys.exit(2)
+    except KeyboardInterrupt:
+        _error_line("interrupted; run the same command again to resume where it stopped")
+        sys.exit(130)
+
+
+def _os_error_text(exc: OSError) -> str:
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    advice = {errno.ENOSPC: "free some disk space, then run the same command again to resume",
+              errno.EACCES: "check the permissions of that path, or write elsewhere",
+              errno.EROFS: "that file system is read-only: write elsewhere"}.get(exc.errno or -1,
+                                                                                  "rerun with --debug for details")
+    return f"{where}{exc.strerror or exc}; {advice}"
+
+
+def _error_line(text: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(text)}")

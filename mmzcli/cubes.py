@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from mmzcli.errors import InputError
+from mmzcli.flags import Flag
+from mmzcli.outputs import claim_store, releases_locks
 
 N_FOLDS = 5
-STORE_NAME = "cubes.zarr"
 
 
 def fold_of(ids: np.ndarray, n_folds: int = N_FOLDS) -> np.ndarray:
@@ -51,8 +52,6 @@ def _resolve_inputs(project: Path, profile, tiles: str | None, catalog: Path | N
 
 def _labels(path: Path, table: dict[str, np.ndarray], names: dict[str, str], grid):
     """Redshift columns checked: returns (z_spec f4, ebv f4, mag f4, labelled mask, flags, counts)."""
-    from mmzcli.cutout import Flag
-
     z = np.asarray(table["z_spec"], dtype=np.float64)
     ebv = np.asarray(table["ebv"], dtype=np.float64)
     bad_ebv = ~np.isfinite(ebv) | (ebv < 0)
@@ -69,37 +68,55 @@ def _labels(path: Path, table: dict[str, np.ndarray], names: dict[str, str], gri
             np.asarray(table["mag_ref"], dtype=np.float32), ~no_z & ~out_of_grid, flags.astype(np.int32), counts)
 
 
+@releases_locks
 def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None = None,
                 catalog: Path | None = None, columns: dict[str, str] | None = None, jobs: int = 1,
                 overwrite: bool = False, console=None) -> dict:
     """Build (or resume, or leave alone when complete) the project's cube store. Returns a summary."""
     from mmzcli import store
     from mmzcli.catalog import read_table
-    from mmzcli.cutout import cut_to_store, expand_tiles, index_tiles, summary_table
+    from mmzcli.cutout import cut_to_store, summary_table
+    from mmzcli.tiles import expand_tiles, index_tiles
     from mmzcli.project import project_profile, read_config, write_config
 
     project = Path(project)
     profile = project_profile(project, survey)
     config = read_config(project)
-    path = project / STORE_NAME
-    if store.is_complete(path) and not overwrite:
+    path = store.cubes_path(project)
+    claim_store(path, "cubes", {}, label="output store")  # one writer; never replaces what mmz did not write
+    complete = store.is_complete(path) and not overwrite
+    explicit = tiles is not None or catalog is not None or bool(columns)
+    if complete:
+        store.open_store(path)  # a listing: a damaged store is named, not left alone
+    if complete and not explicit:
         if console is not None:
             console.print(f"{path} is complete; nothing to do (--overwrite rebuilds it)")
         return {"built": False}
     tile_pattern, tile_base, catalog_path, names = _resolve_inputs(project, profile, tiles, catalog,
                                                                    columns or {}, config)
+    catalog_path = catalog_path.resolve()  # resolved paths: the same build, however its paths are spelled
+
+    def images_and_key():
+        images = index_tiles([p.resolve() for p in expand_tiles([tile_pattern], tile_base)], profile)
+        return images, store.inputs_key("cubes", images, catalog_path, names, profile.to_dict())
+
+    if complete:  # explicit inputs: they must be those the store was built from
+        _refuse_other_inputs(path, images_and_key()[1], catalog_path, names)
+        if console is not None:
+            console.print(f"{path} is complete and built from these inputs; nothing to do (--overwrite rebuilds it)")
+        return {"built": False}
     table = read_table(catalog_path, names)
     z_spec, ebv, mag, labelled, z_flags, counts = _labels(catalog_path, table, names, profile.redshift_grid)
-    images = index_tiles(expand_tiles([tile_pattern], tile_base), profile)
+    images, key = images_and_key()
     columns_out = {"id": table["id"], "ra": table["ra"], "dec": table["dec"], "ebv": ebv, "z_spec": z_spec,
                    "mag_ref": mag, "fold": fold_of(table["id"])}
-    key = store.inputs_key("cubes", images, catalog_path, names, profile.to_dict())
     size = profile.cutout_size
     group, summary = cut_to_store(path, images, profile, columns_out, image_name="cubes", size=size, key=key,
                                   jobs=jobs, overwrite=overwrite, labelled=labelled, console=console,
                                   attrs={"profile_snapshot": profile.to_dict(), "n_folds": N_FOLDS,
                                          "catalog": str(catalog_path), "columns": names})
-    group["flags"][:] = group["flags"][:] | z_flags
+    with store.writing(store.partial_path(path)):
+        store.write_array(group, "flags", store.read_array(group, "flags") | z_flags)
     count, total, total_sq = summary.pop("norm_sums")
     empty = count == 0
     mean = np.where(empty, 0.0, total / np.maximum(count, 1))
@@ -112,7 +129,8 @@ def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None =
         write_config(project, profile,
                      tiles=tile_pattern if tile_base is not None else str(Path(tile_pattern).absolute()),
                      catalog=os.path.relpath(catalog_path.absolute(), project.absolute()), columns=names)
-    summary.update(counts, built=True, labelled=int(labelled.sum()), empty_bands=[b for b, e in zip(profile.band_names, empty) if e])
+    summary.update(counts, built=True, labelled=int(labelled.sum()),
+                   empty_bands=[b for b, e in zip(profile.band_names, empty) if e])
     if console is not None:
         table_out = summary_table(summary, f"mmz build-cubes -> {path}")
         table_out.add_row("labelled (usable z_spec)", str(summary["labelled"]))
@@ -123,3 +141,68 @@ def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None =
             console.print(f"[yellow]warning:[/] no labelled object has data in band(s) "
                           f"{', '.join(summary['empty_bands'])}: their normalisation is (0, 1)")
     return summary
+
+
+def _refuse_other_inputs(path: Path, key: str, catalog: Path, names: dict[str, str]) -> None:
+    """Refuse explicit inputs that differ from those a complete store was built from (never rebuild silently)."""
+    import zarr
+
+    attrs = zarr.open_group(str(path), mode="r").attrs
+    if attrs.get("inputs_key") == key:
+        return
+    if attrs.get("catalog") is not None and not _same_file(attrs["catalog"], catalog):
+        what = f"catalogue {attrs['catalog']}, not {catalog}"
+    elif attrs.get("columns") not in (None, names):
+        was = attrs["columns"]
+        what = "columns " + ", ".join(f"{k} = {names.get(k)}, not {was.get(k)}" for k in sorted({*was, *names})
+                                      if names.get(k) != was.get(k))
+    else:
+        what = "other tiles, other file contents or another profile"
+    raise InputError(f"{path}: this complete store was built from other inputs ({what}); pass --overwrite to "
+                     f"rebuild it from these, or leave out --tiles/--catalog/column options to keep it")
+
+
+def _same_file(recorded: str, catalog: Path) -> bool:
+    try:
+        return os.path.samefile(recorded, catalog)
+    except OSError:  # gone, or a relative path recorded by an older mmz
+        return recorded == str(catalog)
+
+
+def verify_cubes(project: Path, console=None) -> dict:
+    """``mmz build-cubes --verify``: every chunk readable, every block done, labels and normalisation sound.
+
+    Raises InputError at the first problem; returns the counts it printed.
+    """
+    from mmzcli import store
+
+    path = store.cubes_path(project)
+    group, report = store.verify_store(path, console=console)
+    flags, z = store.read_array(group, "flags"), store.read_array(group, "z_spec")
+    labelled = (flags & (Flag.NO_ZSPEC | Flag.ZSPEC_OUT_OF_GRID)) == 0
+    unlabelled_z = labelled & ~np.isfinite(z)
+    if unlabelled_z.any():
+        row = int(np.flatnonzero(unlabelled_z)[0])
+        raise InputError(f"{path}: row {row}: z_spec is {z[row]} but the row is not flagged NO_ZSPEC "
+                         f"({int(unlabelled_z.sum())} such rows): the store is damaged; {store.rebuild_hint(path)}")
+    if group.attrs.get("n_labelled", int(labelled.sum())) != int(labelled.sum()):
+        raise InputError(f"{path}: {int(labelled.sum())} rows are labelled but {group.attrs['n_labelled']} were "
+                         f"when it was built: the store is damaged; {store.rebuild_hint(path)}")
+    for name in ("norm/mean", "norm/std"):
+        values = store.read_array(group, name)
+        if values.shape != (len(group.attrs["bands"]),) or not np.isfinite(values).all() \
+                or (name == "norm/std" and (values <= 0).any()):
+            raise InputError(f"{path}: array '{name}' is {values.tolist()}, not one finite"
+                             f"{' positive' if name == 'norm/std' else ''} value per band: the store is damaged; "
+                             f"{store.rebuild_hint(path)}")
+    report.update(rows=len(flags), labelled=int(labelled.sum()))
+    if console is not None:
+        size = report["bytes"] / 2**20
+        console.print(f"{path}: OK: {report['arrays']} arrays, {report['chunks']} chunks read ({size:.1f} MiB), "
+                      f"{report.get('blocks', 0)} blocks done, {report['rows']} rows of which "
+                      f"{report['labelled']} labelled, normalisation finite")
+        if report["schema_version"] < 2:
+            console.print(f"[yellow]note:[/] written by an older mmz that did not store chunks equal to the fill "
+                          f"value ({report['not_stored']} not stored), so a lost chunk cannot be told from an "
+                          f"empty one; `mmz build-cubes --overwrite` rebuilds it in the checkable form")
+    return report

@@ -13,206 +13,31 @@ centre.  Otherwise the tile is resampled with a Lanczos-3 kernel (weights
 normalised to unit sum) and multiplied by the pixel-area ratio, which
 conserves flux; when the stamp pixels are coarser than the tile's, the tile is
 first smoothed by a Gaussian of the variance of the extra pixel width (an
-anti-aliasing filter).
-
-Background.  A constant per tile and band: the 3-sigma-clipped median of the
-tile's finite, non-zero pixels (on a subsample of at most 10^6 of them), so
-that stamps from already sky-subtracted stacks keep their zero level and stamps
-from raw-ish tiles lose their pedestal.  Varying backgrounds are the user's to
-remove beforehand (SWarp, sep).
-
-Flags (int32 bits, per source, OR-ed over bands):
-    EDGE          the stamp runs off the tile in some band; missing pixels are 0
-    NAN_PIXELS    some pixels were NaN/inf; they are 0
-    MISSING_BAND  some band has no tile covering the source (its stamp is 0, band_ok False)
-    OUTSIDE       no tile of any band covers the source: all stamps are 0
-    RESAMPLED     some band was resampled rather than sliced
-    NO_ZSPEC, ZSPEC_OUT_OF_GRID   set by build-cubes for unusable redshifts
+anti-aliasing filter).  Each tile's constant sky (``tiles.background``) is
+subtracted.  Stamps carry the bits of ``mmzcli.flags.Flag``.
 """
 
 from __future__ import annotations
 
-import enum
-import glob
 import math
-import os
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from mmzcli.errors import InputError
+from mmzcli.flags import Flag
+from mmzcli.outputs import claim_store, releases_locks
+from mmzcli.profiles import Profile
+from mmzcli.progress import progress_bar
+from mmzcli.tiles import TileImage, assign_images, background, expand_tiles, index_tiles, sky_to_pixel, tile_pixels
 
 ALIGN_TOL = 0.05  # pixels: largest misplacement accepted on the slicing path
 BLOCK_ROWS = 256  # sources per unit of work: a multiple of the store's chunk rows
 ARCSEC = math.pi / 180 / 3600
-SCIENCE_EXTNAMES = ("IMAGE", "SCI")  # the pixels of files that carry mask and variance planes too
-
-
-class Flag(enum.IntFlag):
-    EDGE = 1
-    NAN_PIXELS = 2
-    MISSING_BAND = 4
-    OUTSIDE = 8
-    RESAMPLED = 16
-    NO_ZSPEC = 32
-    ZSPEC_OUT_OF_GRID = 64
-    EBV_DEFAULT = 128  # predict: no E(B-V) was given for the source; the training sample's median was used
-
-
-# ----------------------------------------------------------------------------- tiles
-
-@dataclass(frozen=True)
-class TileImage:
-    """One band's image in one file (an HDU), with what is needed to reopen it in a worker."""
-
-    path: str
-    hdu: int
-    band: str
-    shape: tuple[int, int]  # (ny, nx)
-    header: str  # the HDU header as a string: small, picklable, rebuilt into a WCS on demand
-
-
-def expand_tiles(patterns: list[str | Path], base: Path | None = None) -> list[Path]:
-    """Tile paths from file names and glob patterns (relative to ``base``), sorted and unique."""
-    paths = []
-    for pattern in patterns:
-        text = str(pattern)
-        if base is not None and not os.path.isabs(text):
-            text = str(base / text)
-        if any(ch in text for ch in "*?["):
-            matches = sorted(glob.glob(text))
-            if not matches:
-                raise InputError(f"{pattern}: no tile matches this pattern")
-            paths.extend(Path(m) for m in matches)
-        else:
-            paths.append(Path(text))
-    return sorted(set(paths), key=str)
-
-
-def index_tiles(paths: list[Path], profile) -> list[TileImage]:
-    """Open every tile and find its band(s) and celestial WCS, refusing anything unusable.
-
-    A file holds one band (``FILTER`` keyword, else the profile's file-name
-    pattern) or one band per image HDU (``EXTNAME`` = band); a file whose
-    image planes include one named IMAGE or SCI holds one band in that plane.
-    """
-    import warnings
-
-    from astropy.io import fits
-    from astropy.utils.exceptions import AstropyUserWarning
-
-    images = []
-    for path in paths:
-        if not path.exists():
-            raise InputError(f"{path}: no such tile file")
-        try:
-            with warnings.catch_warnings():  # a truncated file is reported below, in one line
-                warnings.simplefilter("ignore", AstropyUserWarning)
-                hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
-            with hdul:
-                hdus = [(i, hdu.header) for i, hdu in enumerate(hdul)
-                        if hdu.is_image and hdu.header.get("NAXIS", 0) == 2]
-                primary = hdul[0].header
-                size = os.path.getsize(path)
-                short = [i for i, _ in hdus if hdul[i].fileinfo()["datLoc"] + hdul[i].fileinfo()["datSpan"] > size]
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable FITS file ({exc})") from None
-        if not hdus:
-            raise InputError(f"{path}: no 2-d image HDU in this FITS file")
-        if short:
-            raise InputError(f"{path}[{short[0]}]: the file is truncated ({size} bytes, shorter than its header "
-                             f"says); copy it again")
-        science = [(i, h) for i, h in hdus if str(h.get("EXTNAME", "")).upper() in SCIENCE_EXTNAMES]
-        if len(hdus) > 1 and science:  # one band with mask/variance planes (HSC calexp, DES coadds)
-            hdus = [(science[0][0], _with_primary_filter(science[0][1], primary))]
-        multi = len(hdus) > 1
-        for i, header in hdus:
-            band = _band_of(path, i, header, multi, profile)
-            _check_wcs(path, i, header)
-            images.append(TileImage(str(path), i, band, (header["NAXIS2"], header["NAXIS1"]),
-                                    header.tostring()))
-    return images
-
-
-def _with_primary_filter(header, primary):
-    if "FILTER" not in header and "FILTER" in primary:
-        header = header.copy()
-        header["FILTER"] = primary["FILTER"]
-    return header
-
-
-def _band_of(path: Path, hdu: int, header, multi: bool, profile) -> str:
-    label = header.get("EXTNAME") if multi else header.get("FILTER")
-    where = f"{path}[{hdu}]"
-    if label is not None:
-        band = profile.resolve_band(str(label))
-        if band is None:
-            key = "EXTNAME" if multi else "FILTER"
-            raise InputError(f"{where}: {key} = '{label}' is not a band of profile {profile.name} "
-                             f"({', '.join(profile.band_names)}); fix the header or add an alias to the profile")
-        return band
-    band = profile.band_from_filename(path.name)
-    if band is None:
-        key = "EXTNAME" if multi else "FILTER"
-        raise InputError(f"{where}: cannot tell the band: no {key} keyword and the file name does not match "
-                         f"the profile's band_pattern ({profile.band_pattern}); add {key} = '<band>' to the header")
-    return band
-
-
-def _check_wcs(path: Path, hdu: int, header) -> None:
-    import warnings
-
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header)
-    except Exception as exc:
-        raise InputError(f"{path}[{hdu}]: unreadable WCS ({exc})") from None
-    if not wcs.has_celestial or wcs.celestial.naxis != 2:
-        raise InputError(f"{path}[{hdu}]: no celestial WCS in the header (need CTYPE1/2 such as RA---TAN/DEC--TAN "
-                         f"with CRVAL, CRPIX and CD or CDELT); astrometrically calibrate the tile first")
-
-
-@lru_cache(maxsize=None)
-def _wcs(image: TileImage):
-    import warnings
-
-    from astropy.io import fits
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(fits.Header.fromstring(image.header)).celestial
-
-
-@lru_cache(maxsize=64)
-def _pixels(image: TileImage) -> np.ndarray:
-    """The memory-mapped pixel array (copied in memory only when the file is compressed or scaled)."""
-    from astropy.io import fits
-
-    hdul = fits.open(image.path, memmap=True)  # kept open by the cache: the memmap needs it
-    return hdul[image.hdu].data
-
-
-@lru_cache(maxsize=64)
-def background(image: TileImage) -> float:
-    """Sigma-clipped median of the tile's finite, non-zero pixels (a strided subsample)."""
-    from astropy.stats import sigma_clipped_stats
-
-    data = _pixels(image)
-    step = max(1, int(math.sqrt(data.size / 1e6)))
-    sample = np.asarray(data[::step, ::step], dtype=np.float64)
-    sample = sample[np.isfinite(sample) & (sample != 0)]
-    if sample.size < 100:
-        return 0.0
-    _, median, _ = sigma_clipped_stats(sample, sigma=3.0, maxiters=5)
-    return float(median)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -237,49 +62,6 @@ def tangent_grid(ra0: np.ndarray, dec0: np.ndarray, size: int, scale: float, off
     return np.degrees(ra) % 360.0, np.degrees(dec)
 
 
-def _sky_to_pixel(image: TileImage, ra: np.ndarray, dec: np.ndarray):
-    x, y = _wcs(image).all_world2pix(ra.ravel(), dec.ravel(), 0)
-    return x.reshape(ra.shape), y.reshape(ra.shape)
-
-
-def assign_images(images: list[TileImage], ra: np.ndarray, dec: np.ndarray, bands: list[str]) -> np.ndarray:
-    """For each source and band, the index of the image that covers it best (farthest from an edge), or -1."""
-    n = len(ra)
-    best = np.full((n, len(bands)), -1, dtype=np.int32)
-    margin = np.full((n, len(bands)), -np.inf)
-    xyz = _unit_vectors(ra, dec)
-    for k, image in enumerate(images):
-        b = bands.index(image.band)
-        near = np.flatnonzero(_within_footprint_circle(image, xyz))
-        if near.size == 0:
-            continue
-        x, y = _sky_to_pixel(image, ra[near], dec[near])
-        ny, nx = image.shape
-        inside = np.minimum.reduce([x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y])
-        better = np.isfinite(inside) & (inside > 0) & (inside > margin[near, b])
-        best[near[better], b] = k
-        margin[near[better], b] = inside[better]
-    return best
-
-
-def _unit_vectors(ra, dec):
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
-
-
-def _within_footprint_circle(image: TileImage, xyz: np.ndarray) -> np.ndarray:
-    """A cheap prefilter: sources within the circle through the tile's corners (plus 1%)."""
-    ny, nx = image.shape
-    corners = np.array([[-0.5, -0.5], [nx - 0.5, -0.5], [-0.5, ny - 0.5], [nx - 0.5, ny - 0.5],
-                        [(nx - 1) / 2, (ny - 1) / 2]])
-    ra, dec = _wcs(image).all_pix2world(corners[:, 0], corners[:, 1], 0)
-    v = _unit_vectors(ra, dec)
-    centre = v[4] / np.linalg.norm(v[4])
-    cos_radius = np.min(v[:4] @ centre)
-    radius = np.arccos(np.clip(cos_radius, -1, 1)) * 1.01 + 1e-9
-    return xyz @ centre >= np.cos(radius)
-
-
 # ----------------------------------------------------------------------------- stamps
 
 def cut_image(image: TileImage, ra: np.ndarray, dec: np.ndarray, size: int, scale: float):
@@ -288,11 +70,11 @@ def cut_image(image: TileImage, ra: np.ndarray, dec: np.ndarray, size: int, scal
     stamps = np.zeros((n, size, size), dtype=np.float32)
     flags = np.zeros(n, dtype=np.int32)
     ok = np.ones(n, dtype=bool)
-    data = _pixels(image)
+    data = tile_pixels(image)
     sky = background(image)
     centre = (size - 1) / 2
     probe = np.array([[centre, centre], [0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], float)
-    px, py = _sky_to_pixel(image, *tangent_grid(ra, dec, size, scale, probe))
+    px, py = sky_to_pixel(image, *tangent_grid(ra, dec, size, scale, probe))
     dx = (px[:, 1:] - px[:, :1]) - (probe[1:, 0] - centre)
     dy = (py[:, 1:] - py[:, :1]) - (probe[1:, 1] - centre)
     aligned = np.max(np.hypot(dx, dy), axis=1) <= ALIGN_TOL
@@ -353,11 +135,11 @@ def _stamp_to_tile(image: TileImage, ra: float, dec: float, size: int, scale: fl
     every pixel is mapped exactly instead.
     """
     nodes = np.array([[x, y] for y in (0, (size - 1) / 2, size - 1) for x in (0, (size - 1) / 2, size - 1)])
-    nx_, ny_ = _sky_to_pixel(image, *tangent_grid(np.array([ra]), np.array([dec]), size, scale, nodes))
+    nx_, ny_ = sky_to_pixel(image, *tangent_grid(np.array([ra]), np.array([dec]), size, scale, nodes))
     design = np.column_stack([nodes, np.ones(len(nodes))])
     coef, *_ = np.linalg.lstsq(design, np.column_stack([nx_[0], ny_[0]]), rcond=None)
     if np.abs(design @ coef - np.column_stack([nx_[0], ny_[0]])).max() > 1e-3:
-        gx, gy = _sky_to_pixel(image, *tangent_grid(np.array([ra]), np.array([dec]), size, scale))
+        gx, gy = sky_to_pixel(image, *tangent_grid(np.array([ra]), np.array([dec]), size, scale))
         return gx[0], gy[0], coef[:2]
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     gx = coef[0, 0] * x + coef[1, 0] * y + coef[2, 0]
@@ -420,7 +202,21 @@ def cut_block(images: list[TileImage], assignment: np.ndarray, ra: np.ndarray, d
 
 # ----------------------------------------------------------------------------- the pipeline
 
-_worker_images: list[TileImage] = []
+@dataclass(frozen=True)
+class BlockTask:
+    """One block of sources to cut: rows ``start`` .. ``start + len(ra)`` of the caller's table."""
+
+    start: int
+    assignment: np.ndarray  # [n, bands] image index per source and band (-1: none)
+    ra: np.ndarray
+    dec: np.ndarray
+    size: int
+    scale: float
+
+
+Block = tuple[np.ndarray, np.ndarray, np.ndarray]  # stamps [n,B,S,S], band_ok [n,B], flags [n]
+
+_worker_images: list[TileImage] = []  # the images of this worker process, set once by its initializer
 
 
 def _init_worker(images: list[TileImage]) -> None:
@@ -428,8 +224,31 @@ def _init_worker(images: list[TileImage]) -> None:
     _worker_images = images
 
 
-def _cut_block_task(start, assignment, ra, dec, size, scale):
-    return start, cut_block(_worker_images, assignment, ra, dec, size, scale)
+def _cut_task(task: BlockTask) -> tuple[int, Block]:
+    return task.start, cut_block(_worker_images, task.assignment, task.ra, task.dec, task.size, task.scale)
+
+
+def cut_blocks(images: list[TileImage], tasks: Iterable[BlockTask], jobs: int,
+               record: Callable[[int, Block], None]) -> None:
+    """Cut every block, in ``jobs`` worker processes when > 1; ``record(start, block)`` runs here, in completion order.
+
+    At most 2 x jobs blocks are in flight, so memory does not grow with the number of blocks.
+    """
+    if jobs == 1:
+        _init_worker(images)
+        for task in tasks:
+            record(*_cut_task(task))
+        return
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(images,)) as pool:
+        pending: set = set()
+        for task in tasks:
+            pending.add(pool.submit(_cut_task, task))
+            if len(pending) >= 2 * jobs:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record(*future.result())
+        for future in pending:
+            record(*future.result())
 
 
 def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, np.ndarray], *,
@@ -457,10 +276,8 @@ def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, 
     assignment = assign_images(images, table["ra"], table["dec"], bands) if todo else None
     started = time.perf_counter()
 
-    def tasks():
-        for s in todo:
-            e = min(s + BLOCK_ROWS, n)
-            yield s, assignment[s:e], table["ra"][s:e], table["dec"][s:e], size, profile.pixel_scale
+    tasks = (BlockTask(s, assignment[s:s + BLOCK_ROWS], table["ra"][s:s + BLOCK_ROWS],
+                       table["dec"][s:s + BLOCK_ROWS], size, profile.pixel_scale) for s in todo)
 
     def record(start, result):
         nonlocal sums
@@ -470,18 +287,12 @@ def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, 
             sums = sums + _compressed_sums(stamps, band_ok, labelled[start:start + len(stamps)])
             progress["norm_sums"] = sums.tolist()
         store.write_block(group, image_name, start, stamps, band_ok, flags, progress)
+        bar.advance(task, len(stamps))
 
-    with _progress(console) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task(f"cutting {n} sources x {len(bands)} bands", total=n,
                             completed=n - remaining)
-        if jobs == 1 or len(todo) <= 1:
-            _init_worker(images)
-            for args in tasks():
-                start, result = _cut_block_task(*args)
-                record(start, result)
-                bar.advance(task, len(result[0]))
-        else:
-            _run_parallel(images, tasks(), jobs, record, lambda k: bar.advance(task, k))
+        cut_blocks(images, tasks, jobs if len(todo) > 1 else 1, record)
     elapsed = time.perf_counter() - started
     flags = group["flags"][:]
     band_ok = group["band_ok"][:]
@@ -494,24 +305,6 @@ def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, 
     if labelled is not None:
         summary["norm_sums"] = sums
     return group, summary
-
-
-def _run_parallel(images, tasks, jobs, record, advance):
-    """A bounded number of blocks in flight; results written by this (the only writing) process."""
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(images,)) as pool:
-        pending = set()
-        for args in tasks:
-            pending.add(pool.submit(_cut_block_task, *args))
-            if len(pending) >= 2 * jobs:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    start, result = future.result()
-                    record(start, result)
-                    advance(len(result[0]))
-        for future in pending:
-            start, result = future.result()
-            record(start, result)
-            advance(len(result[0]))
 
 
 def compress(x: np.ndarray) -> np.ndarray:
@@ -528,14 +321,6 @@ def _compressed_sums(stamps: np.ndarray, band_ok: np.ndarray, labelled: np.ndarr
             c = compress(stamps[rows, b].astype(np.float64))
             out[:, b] = c.size, c.sum(), np.square(c).sum()
     return out
-
-
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=console, disable=console is None or console.quiet,
-                    transient=False)
 
 
 def summary_table(summary: dict, title: str):
@@ -556,18 +341,18 @@ def summary_table(summary: dict, title: str):
 
 # ----------------------------------------------------------------------------- mmz cutout
 
-def run_cutout(tiles: list[Path], catalog: Path, profile_name: str, output: Path, *, size: int | None,
+@releases_locks
+def run_cutout(tiles: list[Path], catalog: Path, profile: Profile, output: Path, *, size: int | None,
                columns: dict[str, str], jobs: int = 1, overwrite: bool = False, console=None) -> dict:
     """``mmz cutout``: stamps of every catalogue source into a Zarr store (see module docstring)."""
     from mmzcli import store
     from mmzcli.catalog import read_table
-    from mmzcli.profiles import load_profile
 
-    profile = load_profile(profile_name)
     size = size or profile.cutout_size
     if size < 4:
         raise InputError(f"--size {size}: stamps need at least 4 pixels a side")
     output = Path(output)
+    claim_store(output, "stamps", {"tile": expand_tiles(tiles), "catalogue": [catalog]})  # no input, one writer
     if store.is_complete(output) and not overwrite:
         raise InputError(f"{output}: a complete store is already there; use --overwrite to replace it")
     table = read_table(catalog, columns)

@@ -26,7 +26,7 @@ def run_demo(directory: Path, *, jobs: int = 2, console=None) -> dict:
     from mmzcli.bootstrap import run_bootstrap
     from mmzcli.cubes import build_cubes
     from mmzcli.evaluate import evaluate_catalogs
-    from mmzcli.predict import predict_cubes, predict_tiles
+    from mmzcli.predict import PredictOptions, predict_cubes, predict_tiles
     from mmzcli.project import project_profile, read_config
     from mmzcli.sim.survey import simulate_survey
     from mmzcli.train import RunSpec, TrainConfig, train_run
@@ -47,7 +47,7 @@ def run_demo(directory: Path, *, jobs: int = 2, console=None) -> dict:
     step("simulate", read_config(directory) is not None,
          lambda: simulate_survey(DEMO_PROFILE, DEMO_GALAXIES, directory, seed=0, jobs=jobs,
                                  tile_size=DEMO_TILE_SIZE, console=console))
-    step("build-cubes", store.is_complete(directory / "cubes.zarr"),
+    step("build-cubes", store.is_complete(store.cubes_path(directory)),
          lambda: build_cubes(directory, jobs=jobs, console=console))
     profile = project_profile(directory, None)
     settings = {"width": DEMO_WIDTH, "norm": "batch",
@@ -65,9 +65,9 @@ def run_demo(directory: Path, *, jobs: int = 2, console=None) -> dict:
                                                           console=console))
     survey = directory / "photoz_cat.fits"
     step("predict (tiles -> catalogue)", survey,
-         lambda: predict_tiles(sorted((directory / "tiles").glob("*.fits")), survey, project=directory,
-                               run=runs["early"].default_name(), catalog=directory / "specz.fits", jobs=1,
-                               console=console))
+         lambda: predict_tiles(sorted((directory / "tiles").glob("*.fits")), survey,
+                               PredictOptions(project=directory, run=runs["early"].default_name(),
+                                              catalog=directory / "specz.fits"), console=console))
     oof = [catalogs / "oof-early.fits", catalogs / "oof-baseline.fits"]
     step("evaluate", directory / "evaluate" / "metrics.json",
          lambda: evaluate_catalogs(oof, output=directory / "evaluate", console=console))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmzcli.errors import InputError
+from mmzcli.tiles import pixel_to_sky, sky_to_pixel, tile_pixels
 
 THRESHOLD = 1.5  # sigma per pixel, after the matched filter (SExtractor's DETECT_THRESH)
 MIN_AREA = 5  # pixels (DETECT_MINAREA)
@@ -23,15 +24,13 @@ DEBLEND_NTHRESH, DEBLEND_CONT = 32, 0.001  # SExtractor's default levels; DES's 
 
 def same_grid(a, b) -> bool:
     """Whether two tile images share their pixel grid (shape and WCS within 0.01 px)."""
-    from mmzcli.cutout import _sky_to_pixel, _wcs
-
     if a.shape != b.shape:
         return False
     ny, nx = a.shape
     x = np.array([0.0, nx - 1.0, 0.0, nx - 1.0])
     y = np.array([0.0, 0.0, ny - 1.0, ny - 1.0])
-    ra, dec = _wcs(a).all_pix2world(x, y, 0)
-    xb, yb = _sky_to_pixel(b, ra, dec)
+    ra, dec = pixel_to_sky(a, x, y)
+    xb, yb = sky_to_pixel(b, ra, dec)
     return bool(np.all(np.hypot(xb - x, yb - y) < 0.01))
 
 
@@ -39,11 +38,9 @@ def detection_image(images) -> np.ndarray:
     """The noise-weighted sum of ``images`` (TileImage, same grid), with unit noise; NaN where none has data."""
     import sep
 
-    from mmzcli.cutout import _pixels
-
     signal, weight = 0.0, 0.0
     for image in images:
-        data = np.array(_pixels(image), dtype=np.float32)  # sep wants native byte order
+        data = np.array(tile_pixels(image), dtype=np.float32)  # sep wants native byte order
         bad = ~np.isfinite(data)
         data[bad] = 0.0
         background = sep.Background(data, mask=bad)
@@ -63,8 +60,6 @@ def detect(reference, images) -> dict[str, np.ndarray]:
     """
     import sep
 
-    from mmzcli.cutout import _wcs
-
     usable = [image for image in images if same_grid(reference, image)]
     if not usable:
         raise InputError(f"{reference.path}: no detection band on this tile's pixel grid; "
@@ -77,7 +72,7 @@ def detect(reference, images) -> dict[str, np.ndarray]:
     objects = sep.extract(data, THRESHOLD, err=1.0, mask=mask, minarea=MIN_AREA,
                           deblend_nthresh=DEBLEND_NTHRESH, deblend_cont=DEBLEND_CONT)
     x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
-    ra, dec = _wcs(reference).all_pix2world(x, y, 0)
+    ra, dec = pixel_to_sky(reference, x, y)
     snr = objects["flux"] / np.sqrt(np.maximum(objects["npix"], 1))
-    return {"x": x, "y": y, "ra": np.asarray(ra) % 360.0, "dec": np.asarray(dec), "snr": snr,
+    return {"x": x, "y": y, "ra": ra, "dec": dec, "snr": snr,
             "bands": [image.band for image in usable]}

@@ -23,21 +23,19 @@ import numpy as np
 
 from mmzcli import metrics
 from mmzcli.errors import ConfigError, InputError
+from mmzcli.runs import RunDir, build_model, known_runs, load_checkpoint, runs_dir
 
 N_BINS = 8  # equal-count redshift bins of the curves (paper Fig. 10)
 BATCH = 64  # objects per forward pass: at full width, 256 needs ~7 GB on a CPU (docs/benchmarks.md)
 
 
-def _run_settings(project: Path, run: str) -> tuple[Path, dict]:
-    import yaml
-
-    run_dir = Path(project) / "runs" / run
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        runs = sorted(p.name for p in (Path(project) / "runs").glob("*") if (p / "config.yaml").exists())
+def _run_settings(project: Path, run: str) -> tuple[RunDir, dict]:
+    run_dir = RunDir(runs_dir(project) / run)
+    if not run_dir.config_path.exists():
+        runs = known_runs(project)
         known = f" (runs: {', '.join(runs)})" if runs else ""
-        raise ConfigError(f"{path}: no run '{run}' in {Path(project) / 'runs'}{known}")
-    return run_dir, yaml.safe_load(path.read_text())
+        raise ConfigError(f"{run_dir.config_path}: no run '{run}' in {runs_dir(project)}{known}")
+    return run_dir, run_dir.settings()
 
 
 def _edges(model: dict) -> np.ndarray:
@@ -68,31 +66,24 @@ def predict_dropped(project: Path, run: str, *, device: str = "auto", console=No
     import torch
 
     from mmzcli import pdf
-    from mmzcli.model import ModelConfig, PhotoZNet
-    from mmzcli.store import open_store
-    from mmzcli.train import (
-        CubeSource,
-        TrainConfig,
-        _autocast,
-        _to_device,
-        labelled_rows,
-        load_checkpoint,
-        resolve_device,
-    )
+    from mmzcli.device import autocast, resolve_device, to_device
+    from mmzcli.model import ModelConfig
+    from mmzcli.progress import progress_bar
+    from mmzcli.store import cubes_path, open_store
+    from mmzcli.train import CubeSource, TrainConfig, labelled_rows
 
     run_dir, settings = _run_settings(project, run)
     config = ModelConfig.from_dict(settings["model"])
     if not config.modality_dropout:
-        raise ConfigError(f"{run_dir}: run '{run}' was not trained with modality dropout; the scan needs a model "
+        raise ConfigError(f"{run_dir.path}: run '{run}' was not trained with modality dropout; the scan needs a model "
                           f"that learnt to predict with modalities missing (mmz train --modality-dropout)")
     train = settings.get("train", {})
     seeds = int(train.get("seeds", 1))
-    group = open_store(Path(project) / "cubes.zarr")
+    group = open_store(cubes_path(project))
     folds = group["fold"][:]
-    done = [k for k in range(int(group.attrs["n_folds"]))
-            if all((run_dir / f"fold{k}_seed{r}.pt").exists() for r in range(seeds))]
+    done = run_dir.finished_folds(int(group.attrs["n_folds"]), seeds)
     if not done:
-        raise InputError(f"{run_dir}: no fold has its {seeds} finished model(s) (fold<k>_seed<r>.pt); "
+        raise InputError(f"{run_dir.path}: no fold has its {seeds} finished model(s) (fold<k>_seed<r>.pt); "
                          f"finish training first (mmz train ... --name {run})")
     rows = labelled_rows(group)
     rows = rows[np.isin(folds[rows], done)]
@@ -104,47 +95,26 @@ def predict_dropped(project: Path, run: str, *, device: str = "auto", console=No
     m = len(names)
     drops = torch.cat([torch.zeros(1, m, dtype=torch.bool), torch.eye(m, dtype=torch.bool)])  # none, then each
 
-    progress = None
-    if console is not None and not console.quiet:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=console)
-        task = progress.add_task(f"dropout scan of {run}", total=len(rows) * seeds * (m + 1))
-        progress.start()
     z_phot = np.empty((m + 1, len(rows)))
-    try:
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"dropout scan of {run}", total=len(rows) * seeds * (m + 1))
         for fold in done:
             at = np.flatnonzero(folds[rows] == fold)
-            models = []
-            for seed in range(seeds):
-                model = PhotoZNet(config)
-                model.load_state_dict(load_checkpoint(run_dir / f"fold{fold}_seed{seed}.pt")["model"])
-                models.append(model.to(device).eval())
+            models = [build_model(load_checkpoint(run_dir.model_path(fold, seed)), device) for seed in range(seeds)]
             for j, drop in enumerate(drops):
                 mean_pdf = np.zeros((len(at), len(edges) - 1))
                 for model in models:
                     start = 0
                     with torch.no_grad():
                         for batch in source.batches(rows[at], BATCH):
-                            x, ok, ebv, _ = _to_device(batch, device, infer.channels_last)
-                            with _autocast(device, infer.amp):
+                            x, ok, ebv, _ = to_device(batch, device, infer.channels_last)
+                            with autocast(device, infer.amp):
                                 logits, _ = model(x, ebv, ok, drop=drop.expand(len(x), m))
                             p = torch.softmax(logits.float(), -1).cpu().numpy()
                             mean_pdf[start:start + len(p)] += p / seeds
                             start += len(p)
-                            if progress is not None:
-                                progress.advance(task, len(p))
+                            progress.advance(task, len(p))
                 z_phot[j, at] = pdf.median(mean_pdf, edges)
-    finally:
-        if progress is not None:
-            progress.stop()
     return {"id": group["id"][:][rows], "fold": folds[rows].astype(np.int64), "z_spec": source.z[rows].astype(np.float64),
             "z_phot": z_phot, "names": names, "modalities": [list(mod) for mod in config.modalities],
             "folds": done, "edges": edges, "run_dir": run_dir, "settings": settings}
@@ -155,13 +125,13 @@ def _reference_run(project: Path, run: str) -> dict:
     from mmzcli import pdf
 
     run_dir, settings = _run_settings(project, run)
-    path = run_dir / "oof.npz"
+    path = run_dir.oof_path
     if not path.exists():
         raise InputError(f"{path}: run '{run}' has no out-of-fold predictions; finish its training first")
     oof = np.load(path)
     edges = _edges(settings["model"])
     if oof["pdf"].shape[1] != len(edges) - 1:
-        raise InputError(f"{path}: PDFs of {oof['pdf'].shape[1]} bins, but {run_dir / 'config.yaml'} has "
+        raise InputError(f"{path}: PDFs of {oof['pdf'].shape[1]} bins, but {run_dir.config_path} has "
                          f"{len(edges) - 1}; the run directory is inconsistent")
     return {"id": oof["id"].astype(np.int64), "fold": oof["fold"].astype(np.int64),
             "z_spec": oof["z_spec"].astype(np.float64), "z_phot": pdf.median(oof["pdf"], edges)}
@@ -178,9 +148,13 @@ def dropout_scan(project: Path, run: str, *, baselines: list[str] | tuple = (), 
                  device: str = "auto", console=None) -> dict:
     """``mmz dropout-scan``: dropout.json, dropout_vs_z.png and a ranked table on the terminal."""
     from mmzcli import __version__, plots
-    from mmzcli.project import atomic_write_text
+    from mmzcli.atomic import atomic_write_text
 
     project = Path(project)
+    if output is not None:  # before the long part: an -o that cannot be a directory is refused at once
+        from mmzcli.evaluate import check_output_dir
+
+        check_output_dir(Path(output))
     references = {name: _reference_run(project, name) for name in baselines}  # their errors before the long part
     scan = predict_dropped(project, run, device=device, console=console)
     threshold = _threshold(project, scan["settings"])
@@ -214,7 +188,7 @@ def dropout_scan(project: Path, run: str, *, baselines: list[str] | tuple = (), 
     for c in curves:
         c["mean_change"] = c["mean"] / none["mean"] - 1.0
 
-    out_dir = Path(output) if output is not None else scan["run_dir"] / "dropout"
+    out_dir = Path(output) if output is not None else scan["run_dir"].path / "dropout"
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"mmz_version": __version__, "run": run, "project": str(project), "n": int(keep.sum()),
               "folds": scan["folds"], "outlier_threshold": threshold, "baselines": list(baselines),

@@ -16,15 +16,17 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mmzcli import metrics
-from mmzcli.errors import InputError
+from mmzcli.errors import ConfigError, InputError
 
 DEFAULT_THRESHOLD = 0.15  # eta's |dz| limit when a catalogue header has no OUTLTHR (all surveys but SDSS)
+Z_SPEC_MAX = 15.0  # beyond any measured galaxy redshift (the record is about 14): a sentinel such as 99, not a z
 JSON_KEYS = ("n", "sigma_mad", "eta", "bias", "crps", "outlier_threshold")
 
 
@@ -72,17 +74,47 @@ def _labels(paths: list[Path]) -> list[str]:
     return [lab if labels.count(lab) == 1 else f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
 
 
-def read_truth(path: Path, mag_column: str | None) -> dict[str, np.ndarray]:
+def read_truth(path: Path, mag_column: str | None, id_col: str = "ID", z_col: str = "Z_SPEC") -> dict[str, np.ndarray]:
     """ID and Z_SPEC (and the magnitude column when it is there) of a spectroscopic table."""
     from mmzcli.catalog import read_table
 
-    truth = read_table(path, {"id": "ID", "z_spec": "Z_SPEC"})
-    if mag_column:
-        try:
-            truth["mag"] = read_table(path, {"mag": mag_column})["mag"]
-        except InputError:
-            pass
-    return truth
+    return read_table(path, {"id": id_col, "z_spec": z_col}, optional={"mag": mag_column} if mag_column else None,
+                      options={"id": "--id-col", "z_spec": "--z-col"})
+
+
+def _numeric(cat, name: str) -> np.ndarray:
+    """A column of a photo-z catalogue as float64: a hand-made file may hold text where mmz writes numbers."""
+    values = np.asarray(cat.columns[name])
+    if values.dtype.kind not in "biuf":
+        raise InputError(f"{cat.path}: column {name!r} must hold numbers, found {values.dtype}; "
+                         f"give a catalogue written by mmz predict")
+    return values.astype(np.float64)
+
+
+def check_output_dir(path: Path) -> Path:
+    """Refuse an output directory that is a file, lies under one or cannot be written, before any work is done."""
+    path = Path(path)
+    for place in (path, *path.parents):
+        if not place.exists():
+            continue
+        if not place.is_dir():
+            where = "is an existing file" if place == path else f"lies under {place}, which is a file"
+            raise ConfigError(f"output directory {path} (--output): {where}; name a directory, new or existing")
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise ConfigError(f"output directory {path} (--output): {place} is not writable; "
+                              f"name a directory you can write in")
+        break
+    return path
+
+
+def make_output_dir(path: Path) -> Path:
+    """Create the output directory (checked by ``check_output_dir``; the file system may still refuse)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output directory {path} (--output): cannot create it ({exc.strerror or exc}); "
+                          f"name a directory you can write in") from None
+    return path
 
 
 def _join(ids: np.ndarray, truth: dict[str, np.ndarray], key: str) -> np.ndarray:
@@ -95,11 +127,14 @@ def _join(ids: np.ndarray, truth: dict[str, np.ndarray], key: str) -> np.ndarray
 
 
 def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str | None = None,
-                 console=None) -> list[Scored]:
+                 id_col: str = "ID", z_col: str = "Z_SPEC", console=None) -> list[Scored]:
     """Read catalogues, join the truth, keep the objects every catalogue can be scored on, sorted by ID.
 
     Raises ``InputError`` for a missing column, catalogues on different redshift
     grids or with different outlier thresholds, and catalogues with no common ID.
+    ``id_col`` and ``z_col`` name the columns of the ``truth`` table.  Objects
+    without a finite Z_PHOT, a Z_SPEC in -1..Z_SPEC_MAX or a PDF of finite
+    non-negative values with a positive sum are left out (and counted in a note).
     """
     from mmzcli.catalog import read_photoz
 
@@ -125,23 +160,27 @@ def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str |
     scored, truths = [], {}
     for cat, label, threshold in zip(cats, _labels(paths), thresholds):
         cols = cat.columns
-        ids = np.asarray(cols["ID"], dtype=np.int64)
+        ids = np.asarray(cols["ID"])
+        if ids.dtype.kind not in "iu":
+            raise InputError(f"{cat.path}: column 'ID' must hold integer ids, found {ids.dtype}; "
+                             f"give a catalogue written by mmz predict")
+        ids = ids.astype(np.int64)
         if len(np.unique(ids)) != len(ids):
             raise InputError(f"{cat.path}: column 'ID' repeats ids; objects are matched by ID, which must be unique")
         refband = str(cat.header.get("REFBAND", "")).strip()
         mag_name = (mag_col or (f"MAG_{refband}" if refband else "")).upper() or None
         if truth is not None and mag_name not in truths:
-            truths[mag_name] = read_truth(truth, mag_name)
+            truths[mag_name] = read_truth(truth, mag_name, id_col, z_col)
         known = truths.get(mag_name, {})
         # the catalogue's own values first; the truth table fills what it lacks (by ID)
-        z_spec = np.asarray(cols["Z_SPEC"], dtype=np.float64) if "Z_SPEC" in cols else None
+        z_spec = _numeric(cat, "Z_SPEC") if "Z_SPEC" in cols else None
         if known:
             joined = _join(ids, known, "z_spec")
             z_spec = joined if z_spec is None else np.where(np.isfinite(z_spec), z_spec, joined)
         if z_spec is None:
             raise InputError(f"{cat.path}: no column 'Z_SPEC'; give the spectroscopic redshifts with "
-                             f"--truth specz.fits (columns ID, Z_SPEC)")
-        mag = np.asarray(cols[mag_name], dtype=np.float64) if mag_name in cols else None
+                             f"--truth specz.fits (columns ID, Z_SPEC; see --id-col, --z-col)")
+        mag = _numeric(cat, mag_name) if mag_name in cols else None
         if "mag" in known:
             joined = _join(ids, known, "mag")
             mag = joined if mag is None else np.where(np.isfinite(mag), mag, joined)
@@ -151,19 +190,31 @@ def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str |
         if mag is None and mag_name:
             _note(console, f"{cat.path}: no column '{mag_name}'; no metrics against magnitude "
                            f"(give --truth with {mag_name} or --mag-col)")
-        pdf = np.asarray(cols["PDF"])
-        z_phot = np.asarray(cols["Z_PHOT"], dtype=np.float64)
-        fold = np.asarray(cols["FOLD"]).astype(np.int64) if "FOLD" in cols else None
+        pdf = _numeric(cat, "PDF")
+        z_phot = _numeric(cat, "Z_PHOT")
+        fold = _numeric(cat, "FOLD") if "FOLD" in cols else None
+        if fold is not None:
+            fold = np.where(np.isfinite(fold), fold, -1).astype(np.int64)
         scored.append(Scored(label, cat.path, cat.header, cat.edges, threshold, ids, z_phot, z_spec, pdf,
                              mag, mag_name if mag is not None else None, fold))
 
     # objects every catalogue can be scored on
     usable = []
     for s in scored:
-        ok = np.isfinite(s.z_phot) & np.isfinite(s.z_spec) & (s.z_spec > -1) & (s.pdf.sum(axis=1) > 0)
+        with np.errstate(invalid="ignore"):
+            pdf_ok = np.isfinite(s.pdf).all(axis=1) & (s.pdf >= 0).all(axis=1) & (s.pdf.sum(axis=1) > 0)
+            z_ok = np.isfinite(s.z_spec) & (s.z_spec > -1) & (s.z_spec <= Z_SPEC_MAX)
+        ok = np.isfinite(s.z_phot) & z_ok & pdf_ok
+        if len(ok) == 0:
+            raise InputError(f"{s.path}: the catalogue has no rows; give a catalogue of objects with a z_spec")
         if not ok.any():
-            raise InputError(f"{s.path}: no object with both a photometric redshift and a finite Z_SPEC"
-                             + ("" if truth is None else f" (after joining {truth} by ID)"))
+            joined = "" if truth is None else f" (after joining {truth} by ID)"
+            reasons = [f"{int(count)} {what}" for count, what in (
+                ((~z_ok).sum(), f"without a Z_SPEC in (-1, {Z_SPEC_MAX:g}]{joined}"),
+                ((~np.isfinite(s.z_phot)).sum(), "without a finite Z_PHOT"),
+                ((~pdf_ok).sum(), "without a valid PDF (finite, >= 0, not all 0)")) if count]
+            raise InputError(f"{s.path}: none of its {len(ok)} objects can be scored ({', '.join(reasons)}); "
+                             f"give objects with a spectroscopic redshift (--truth supplies Z_SPEC) and a valid PDF")
         usable.append(ok)
     common = scored[0].id[usable[0]]
     for s, ok in zip(scored[1:], usable[1:]):
@@ -263,16 +314,16 @@ def write_plots(scored: list[Scored], results: list[dict], out_dir: Path, n_bins
 
 
 def evaluate_catalogs(paths: list[Path], *, truth: Path | None = None, mag_col: str | None = None,
-                      output: Path | None = None, n_bins: int = 8, as_json: bool = False, plots: bool = True,
-                      console=None) -> dict:
+                      id_col: str = "ID", z_col: str = "Z_SPEC", output: Path | None = None, n_bins: int = 8,
+                      as_json: bool = False, plots: bool = True, console=None) -> dict:
     """``mmz evaluate``: metrics.json, four PNG figures, a table on the terminal (and JSON on stdout)."""
     from mmzcli import __version__
-    from mmzcli.project import atomic_write_text
+    from mmzcli.atomic import atomic_write_text
 
-    scored = load_matched(paths, truth=truth, mag_col=mag_col, console=console)
+    out_dir = check_output_dir(Path(output) if output is not None else Path(paths[0]).parent / "evaluate")
+    scored = load_matched(paths, truth=truth, mag_col=mag_col, id_col=id_col, z_col=z_col, console=console)
     results = [score(s, n_bins) for s in scored]
-    out_dir = Path(output) if output is not None else Path(paths[0]).parent / "evaluate"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     report = {"mmz_version": __version__, "n_common": len(scored[0].id), "n_bins": n_bins,
               "truth": None if truth is None else str(truth), "catalogs": results}
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=1, allow_nan=True))

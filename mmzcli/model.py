@@ -1,9 +1,9 @@
 """The multimodal inception network for photometric redshifts.
 
-Follows Ait Ouahmed et al. (the paper in ``reference/paper.md``, §3-4, §7.3-7.4,
+Follows Ait Ouahmed et al. (2024, A&A 683, A26; arXiv:2310.02185; §3-4, §7.3-7.4,
 Appendix C), whose baseline is the inception network of Treyer et al. (2023)
 after Pasquet et al. (2019, 'P19'), as in Lin et al.'s (2022) 'Net_T'.  The
-layout and the sizing rule are those of design.md §4; docs/model.md compares
+layout and the sizing rule are those of docs/design.md §4; docs/model.md compares
 the parameter counts with the paper's Table C.1.
 
     raw cubes N×B×S×S ─ preprocess ─┬─ modality 1 (stem, parallel blocks) ─┐
@@ -30,9 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmzcli.errors import ConfigError
+from mmzcli.profiles import FUSION_STAGES
 
 HSC9_BANDS = ("u", "g", "r", "i", "z", "y", "J", "H", "Ks")
-FUSION_DEPTH = {"extremely-early": 0, "very-early": 1, "early": 2, "middle": 4, "late": 6}  # parallel blocks
+FUSION_DEPTH = dict(zip(FUSION_STAGES, (0, 1, 2, 4, 6)))  # parallel blocks before each fusion stage
 FUSION_TYPES = ("concat", "cross")
 NORMS = ("none", "batch")
 N_BLOCKS = 8  # total inception depth, whatever the fusion stage (paper §4.2)

@@ -11,7 +11,6 @@ redshift with one modality dropped at a time (Fig. 10).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +34,11 @@ def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (6.4, 4.8
 
 def save(fig, path: Path) -> Path:
     """Write a PNG atomically: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI)
-    os.replace(tmp, path)
-    return path
+    from mmzcli.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return Path(path)
 
 
 def colours(n: int) -> list:

@@ -1,6 +1,7 @@
 """``mmz predict``: photo-z catalogues with PDFs, from image tiles or from the project's cubes.
 
-From tiles, the work is split by tile: every source belongs to the reference-band
+From tiles, the sources are those of a catalogue (``--catalog``) or, by default,
+every source that sep detects in the tiles (``detect.py``).  The work is split by tile: every source belongs to the reference-band
 image that covers it best, and the sources of one tile are cut (the code of
 ``mmz cutout``), predicted by every model of the run (PDFs averaged) and saved
 as one part file in ``<CAT>.parts/``.  Once every tile is done the parts are
@@ -17,127 +18,21 @@ with Z_SPEC, FOLD and the reference magnitude attached.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mmzcli.errors import ConfigError, InputError
+from mmzcli.flags import Flag
+from mmzcli.outputs import claim_catalogue, releases_locks, run_files
+from mmzcli.runs import Ensemble, resolve_run
 
 BLOCK_ROWS = 256  # sources cut and predicted together
-
-
-# ----------------------------------------------------------------------------- the run's models
-
-def resolve_run(project: Path, run: str | None) -> Path:
-    """The run directory: ``run`` as a path or a name under PROJECT/runs, by default the latest trained one."""
-    runs = Path(project) / "runs"
-    if run is not None:
-        for candidate in (Path(run), runs / run):
-            if (candidate / "config.yaml").exists():
-                return candidate
-        known = sorted(p.name for p in runs.glob("*") if (p / "config.yaml").exists())
-        raise InputError(f"no run '{run}' in {runs} (runs: {', '.join(known) or 'none'})")
-    trained = [p for p in runs.glob("*") if list(p.glob("fold*_seed*.pt"))]
-    if not trained:
-        raise InputError(f"no trained run in {runs}; train one with mmz train (or name it with --run)")
-    return max(trained, key=lambda p: max(f.stat().st_mtime for f in p.glob("fold*_seed*.pt")))
-
-
-@dataclass
-class Ensemble:
-    """Every finished model of a run (folds x seeds); their PDFs are averaged."""
-
-    run_dir: Path
-    profile: object
-    models: list  # empty where loaded for the header only
-    n_models: int
-    config: object  # ModelConfig
-    run_hash: str
-    ebv_median: float  # of the training sample: the value used where a source has none
-
-    @classmethod
-    def load(cls, run_dir: Path, project: Path, device, weights: bool = True) -> Ensemble:
-        import yaml
-
-        from mmzcli.model import ModelConfig, PhotoZNet
-        from mmzcli.profiles import profile_from_dict
-        from mmzcli.project import project_profile
-        from mmzcli.train import load_checkpoint
-
-        paths = sorted(run_dir.glob("fold*_seed*.pt"))
-        if not paths:
-            raise InputError(f"{run_dir}: no finished model (fold*_seed*.pt) yet; let mmz train finish a fold")
-        snapshot = run_dir / "profile.yaml"
-        profile = (profile_from_dict(yaml.safe_load(snapshot.read_text()), source=str(snapshot))
-                   if snapshot.exists() else project_profile(project, None))
-        digest = hashlib.sha256()
-        models, config = [], None
-        for path in paths:
-            data = path.read_bytes()  # read once: hashed for RUNHASH, then loaded
-            digest.update(data)
-            checkpoint = load_checkpoint(io.BytesIO(data))
-            config = ModelConfig.from_dict(checkpoint["config"])
-            if weights:
-                model = PhotoZNet(config)
-                model.load_state_dict(checkpoint["model"])
-                models.append(model.to(device).eval())
-        if list(config.bands) != profile.band_names:
-            raise InputError(f"{run_dir}: its models take bands {', '.join(config.bands)} but its profile "
-                             f"{profile.name} has {', '.join(profile.band_names)}")
-        oof = run_dir / "oof.npz"
-        ebv_median = float(np.median(np.load(oof)["ebv"])) if oof.exists() else 0.0
-        return cls(run_dir, profile, models, len(paths), config, digest.hexdigest()[:16], ebv_median)
-
-    def header(self, kind: str) -> dict:
-        """Provenance keywords of the catalogue (design.md section 6)."""
-        from mmzcli import __version__
-
-        grid, cfg = self.profile.redshift_grid, self.config
-        modalities = " ".join("".join(m) if all(len(b) == 1 for b in m) else "_".join(m) for m in cfg.modalities)
-        return {"MMZVERS": (__version__, "mmz version"), "CATKIND": (kind, "tiles: survey sources; oof: out-of-fold"),
-                "PROFILE": (self.profile.name, "survey profile"), "RUN": (self.run_dir.name, "training run"),
-                "RUNHASH": (self.run_hash, "sha256 of the run's checkpoints, first 16 hex"),
-                "NMODELS": (self.n_models, "models averaged (folds x seeds)"),
-                "FUSION": (cfg.fusion, "fusion stage"), "FUSTYPE": (cfg.fusion_type, "fusion type"),
-                "MODALITY": (modalities, "band groups processed in parallel"),
-                "WIDTH": (cfg.width, "channel-width multiplier"),
-                "NBINS": (grid.n_bins, "redshift bins of the PDF"), "ZMIN": (grid.z_min, "lower edge of the grid"),
-                "ZMAX": (grid.z_max, "upper edge of the grid"),
-                "OUTLTHR": (self.profile.outlier_threshold, "|dz|/(1+z) outlier threshold of the survey"),
-                "REFBAND": (self.profile.reference_band, "reference band (magnitude limit)")}
-
-    def predict(self, cubes: np.ndarray, band_ok: np.ndarray, ebv: np.ndarray, device, batch_size: int,
-                amp: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Mean PDF and mean regression estimate of all models; the head runs in float32."""
-        import torch
-
-        from mmzcli.train import _autocast
-
-        pdfs = np.zeros((len(cubes), self.config.n_bins), np.float64)
-        z_reg = np.zeros(len(cubes), np.float64)
-        with torch.inference_mode():
-            for start in range(0, len(cubes), batch_size):
-                part = slice(start, start + batch_size)
-                x = torch.from_numpy(np.ascontiguousarray(cubes[part])).to(device)
-                x = x.contiguous(memory_format=torch.channels_last)
-                ok = torch.from_numpy(band_ok[part]).to(device)
-                e = torch.from_numpy(ebv[part].astype(np.float32)).to(device)
-                for model in self.models:
-                    with _autocast(device, amp):
-                        latent = model.forward_features(x, e, ok)
-                    logits, reg = model.forward_head(latent.float())
-                    pdfs[part] += torch.softmax(logits.float(), -1).double().cpu().numpy()
-                    z_reg[part] += reg.double().cpu().numpy()
-        pdfs /= len(self.models)
-        pdfs /= pdfs.sum(axis=1, keepdims=True)
-        return pdfs.astype(np.float32), (z_reg / len(self.models)).astype(np.float32)
 
 
 def _rows(ids, ra, dec, pdfs, z_reg, flags, ebv, edges) -> dict[str, np.ndarray]:
@@ -149,28 +44,29 @@ def _rows(ids, ra, dec, pdfs, z_reg, flags, ebv, edges) -> dict[str, np.ndarray]
 
 # ----------------------------------------------------------------------------- from cubes: out of fold
 
+@releases_locks
 def predict_cubes(project: Path, output: Path, *, run: str | None = None, overwrite: bool = False,
                   console=None) -> dict:
     """``mmz predict --cubes``: the run's out-of-fold PDFs of the labelled set as a catalogue."""
     from mmzcli.catalog import write_photoz
-    from mmzcli.store import open_store
-    from mmzcli.train import resolve_device
+    from mmzcli.device import resolve_device
+    from mmzcli.store import cubes_path, open_store
 
     project, output = Path(project), Path(output)
-    _refuse_existing(output, overwrite)
     run_dir = resolve_run(project, run)
-    oof_path = run_dir / "oof.npz"
+    _refuse_existing(output, overwrite, {"project store": [cubes_path(project)], "run file": run_files(run_dir)})
+    oof_path = run_dir.oof_path
     if not oof_path.exists():
-        raise InputError(f"{run_dir}: no out-of-fold predictions (oof.npz) yet; they are written when "
+        raise InputError(f"{run_dir.path}: no out-of-fold predictions (oof.npz) yet; they are written when "
                          f"mmz train finishes")
     ensemble = Ensemble.load(run_dir, project, resolve_device("cpu"), weights=False)  # for the header
     oof = dict(np.load(oof_path))
-    group = open_store(project / "cubes.zarr")
+    group = open_store(cubes_path(project))
     ids = group["id"][:]
     order = np.argsort(ids)
     where = order[np.searchsorted(ids, oof["id"], sorter=order)]
     if not np.array_equal(ids[where], oof["id"]):
-        raise InputError(f"{oof_path}: its objects are not those of {project / 'cubes.zarr'}; "
+        raise InputError(f"{oof_path}: its objects are not those of {cubes_path(project)}; "
                          f"the store was rebuilt after training: train the run again")
     edges = ensemble.profile.redshift_grid.edges()
     columns = _rows(oof["id"], group["ra"][:][where], group["dec"][:][where], oof["pdf"], oof["z_reg"],
@@ -185,14 +81,41 @@ def predict_cubes(project: Path, output: Path, *, run: str | None = None, overwr
     return {"rows": len(oof["id"]), "output": str(output)}
 
 
-def _refuse_existing(output: Path, overwrite: bool) -> None:
-    if output.exists() and not overwrite:
-        raise InputError(f"{output}: the catalogue exists; use --overwrite to replace it")
+def _refuse_existing(output: Path, overwrite: bool, inputs: dict, *, lock: bool = True,
+                     shard: tuple[int, int] | None = None) -> None:
+    """Refuse an output that is an input, is being written or is not an mmz catalogue; lock it (outputs.py)."""
     if not output.parent.is_dir():
-        raise InputError(f"{output.parent}: no such directory for the catalogue")
+        raise ConfigError(f"-o {output}: no such directory {output.parent} for the output catalogue; create it "
+                          f"or choose another output name")
+    claim_catalogue(output, inputs, overwrite, lock=lock, shard=shard)
+
 
 
 # ----------------------------------------------------------------------------- from tiles
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What ``mmz predict TILE...`` is asked for, beside the tiles and the output catalogue."""
+
+    project: Path = Path(".")
+    run: str | None = None  # name or directory; None: the project's latest trained run
+    catalog: Path | None = None  # the sources; None: detect them in the tiles
+    ebv: str | None = None  # a column of the catalogue or one value
+    columns: dict[str, str] = field(default_factory=dict)  # id/ra/dec column names of the catalogue
+    jobs: int = 1
+    batch_size: int = 64
+    device: str = "auto"
+    amp: bool = True
+    resume: bool = False
+    overwrite: bool = False
+    keep_going: bool = False
+    allow_missing_bands: bool = False
+    shard: str | None = None  # "I/N"
+
+    @property
+    def detect(self) -> bool:
+        return self.catalog is None
+
 
 @dataclass
 class Sources:
@@ -203,6 +126,16 @@ class Sources:
     dec: np.ndarray
     ebv: np.ndarray
     ebv_flags: np.ndarray
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One reference-band image and its sources: the catalogue rows it covers best, or (``rows`` None) its detections."""
+
+    name: str  # of its part file
+    number: int  # tile number: detected sources get ids number * 10^6 + 1, 2, ...
+    reference: int  # index of the reference-band image
+    rows: np.ndarray | None = None
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -217,19 +150,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-def _rank_world(shard: tuple[int, int] | None) -> tuple[int, int, bool]:
-    """(rank, world size, under torchrun?): torchrun's environment, else --shard, else one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        return int(os.environ["RANK"]), world, True
-    if shard is not None:
-        return shard[0], shard[1], False
-    return 0, 1, False
-
-
-def _index(paths, profile, keep_going: bool, skipped: list[str]):
+def _index(paths: list[Path], profile: Any, keep_going: bool, skipped: list[str]) -> list:
     """TileImages of every readable tile; unreadable ones raise, or are listed in ``skipped``."""
-    from mmzcli.cutout import index_tiles
+    from mmzcli.tiles import index_tiles
 
     images = []
     for path in paths:
@@ -242,10 +165,8 @@ def _index(paths, profile, keep_going: bool, skipped: list[str]):
     return images
 
 
-def _ebv_for(spec: str | None, column: np.ndarray | None, n: int, median: float):
+def _ebv_for(spec: str | None, column: np.ndarray | None, n: int, median: float) -> tuple[np.ndarray, np.ndarray]:
     """E(B-V) per source and the EBV_DEFAULT flag: --ebv VALUE, else the catalogue's column, else ``median``."""
-    from mmzcli.cutout import Flag
-
     if spec is not None and _is_number(spec):
         if not 0 <= float(spec) < 10:
             raise ConfigError(f"--ebv {spec}: not a plausible E(B-V) in magnitudes")
@@ -277,29 +198,33 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def predict_tiles(tiles: list[Path], output: Path, *, project: Path = Path("."), run: str | None = None,
-                  catalog: Path | None = None, detect: bool = False, ebv: str | None = None,
-                  columns: dict[str, str] | None = None, jobs: int = 1, batch_size: int = 64,
-                  device: str = "auto", amp: bool = True, resume: bool = False, overwrite: bool = False,
-                  keep_going: bool = False, allow_missing_bands: bool = False, shard: str | None = None,
-                  console=None) -> dict:
+@releases_locks
+def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, console: Any = None) -> dict:
     """``mmz predict TILE... -o CAT``: see the module docstring."""
-    from mmzcli.cutout import _progress, expand_tiles
-    from mmzcli.train import resolve_device
+    from mmzcli.device import resolve_device, torchrun_rank
+    from mmzcli.progress import progress_bar
+    from mmzcli.store import inputs_key
+    from mmzcli.tiles import expand_tiles
 
-    output = Path(output)
-    if (catalog is None) == (not detect):
-        raise ConfigError("give the sources with --catalog FILE, or find them with --detect (one of the two)")
-    _refuse_existing(output, overwrite)
-    rank, world, torchrun = _rank_world(parse_shard(shard))
-    torch_device = resolve_device(device)
-    ensemble = Ensemble.load(resolve_run(project, run), Path(project), torch_device)
+    output, o = Path(output), options
+    shard = parse_shard(o.shard)
+    rank, world = torchrun_rank()
+    torchrun = world > 1
+    if not torchrun and shard is not None:
+        rank, world = shard
+    run = resolve_run(o.project, o.run)
+    # torchrun: rank 0 locks the catalogue for every rank; --shard jobs lock their own shard
+    _refuse_existing(output, o.overwrite, {"tile": expand_tiles(tiles), "catalogue": [o.catalog],
+                                           "run file": run_files(run)},
+                     lock=rank == 0 or not torchrun, shard=None if torchrun else shard)
+    device = resolve_device(o.device)
+    ensemble = Ensemble.load(run, Path(o.project), device)
     profile = ensemble.profile
     skipped: list[str] = []
-    images = _index(expand_tiles(tiles), profile, keep_going, skipped)
+    images = _index(expand_tiles(tiles), profile, o.keep_going, skipped)
     present = {image.band for image in images}
     absent = [b for b in profile.band_names if b not in present]
-    if absent and not allow_missing_bands:
+    if absent and not o.allow_missing_bands:
         raise InputError(f"the tiles hold no image in band(s) {', '.join(absent)} of run "
                          f"{ensemble.run_dir.name} (profile {profile.name}: {', '.join(profile.band_names)}); "
                          f"give those tiles, or --allow-missing-bands to predict without them")
@@ -308,43 +233,47 @@ def predict_tiles(tiles: list[Path], output: Path, *, project: Path = Path("."),
         raise InputError(f"no tile of the reference band {profile.reference_band}: it defines the tiles "
                          f"the work is split by")
     sources = None
-    if catalog is not None:
-        names = {"id": "ID", "ra": "RA", "dec": "DEC", **(columns or {})}
-        sources = _read_sources(Path(catalog), names, ebv, ensemble.ebv_median)
-    elif ebv is not None and not _is_number(ebv):
-        raise ConfigError(f"--ebv {ebv}: with --detect there is no catalogue column; give a value")
+    if o.catalog is not None:
+        names = {"id": "ID", "ra": "RA", "dec": "DEC", **o.columns}
+        sources = _read_sources(Path(o.catalog), names, o.ebv, ensemble.ebv_median)
+    elif o.ebv is not None and not _is_number(o.ebv):
+        raise ConfigError(f"--ebv {o.ebv}: with no --catalog the sources are detected and have no E(B-V) column; "
+                          f"give a value")
 
     parts = output.with_name(output.name + ".parts")
-    key = _inputs_key(ensemble, images, catalog, detect, ebv, columns, allow_missing_bands)
+    key = inputs_key("predict", images, o.catalog, ensemble.run_hash, o.detect, o.ebv, o.columns,
+                     o.allow_missing_bands)
     if torchrun:
         import torch.distributed as dist
 
         dist.init_process_group("gloo")  # (CPU) barriers only: the ranks share nothing but the parts folder
     if rank == 0 or not torchrun:  # --shard jobs run apart: each keeps what the others did
-        _open_parts(parts, key, resume or shard is not None)
+        _open_parts(parts, key, o.resume or shard is not None)
     if torchrun:
         dist.barrier()
     units = _units(images, references, sources, profile)
-    mine = [u for u in units[rank::world] if not (parts / f"{u['name']}.npz").exists()]
-    context = {"images": images, "ensemble": ensemble, "device": torch_device, "batch_size": batch_size,
-               "amp": amp, "jobs": jobs, "detect": detect, "ebv": ebv, "parts": parts}
+    predictor = _TilePredictor(images, ensemble, device, o, parts)
+    mine = [u for u in units[rank::world] if not predictor.part(u).exists()]
     started, predicted = time.perf_counter(), 0
-    with _progress(console) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task(f"predicting {len(units)} tiles" + (f" (shard {rank}/{world})" if world > 1 else ""),
                             total=len(units[rank::world]), completed=len(units[rank::world]) - len(mine))
         for unit in mine:
             try:
-                predicted += _predict_unit(unit, sources, **context)
-                (parts / f"{unit['name']}.skipped").unlink(missing_ok=True)  # failed before, fine now
-            except (OSError, ValueError, InputError) as exc:  # a tile whose pixels cannot be read
-                message = str(exc) if isinstance(exc, InputError) else f"{images[unit['reference']].path}: {exc}"
-                if not keep_going:
+                columns = predictor.compute(unit, sources)
+            except (OSError, ValueError, InputError) as exc:  # an input: a tile whose pixels cannot be read
+                message = str(exc) if isinstance(exc, InputError) else f"{images[unit.reference].path}: {exc}"
+                if not o.keep_going:
                     raise InputError(message) from None
-                (parts / f"{unit['name']}.skipped").write_text(message)
+                predictor.skip_note(unit).write_text(message)
+            else:  # writing is the output's business: its errors are never blamed on the tile
+                predictor.save(unit, columns)
+                predictor.skip_note(unit).unlink(missing_ok=True)  # failed before, fine now
+                predicted += len(columns["ID"])
             bar.advance(task)
     seconds = time.perf_counter() - started
     summary = {"tiles": len(units), "predicted_now": predicted, "seconds": seconds, "skipped": skipped,
-               "models": ensemble.n_models}
+               "models": ensemble.n_models, "detected": o.detect, "detection_bands": profile.detection_bands}
     if torchrun:
         dist.barrier()
         dist.destroy_process_group()
@@ -353,28 +282,21 @@ def predict_tiles(tiles: list[Path], output: Path, *, project: Path = Path("."),
             console.print(f"shard {rank}/{world}: {predicted} sources in {seconds:.0f} s -> {parts}; "
                           f"merge with the same command without --shard and with --resume")
         return summary
-    pending = [u["name"] for u in units if not (parts / f"{u['name']}.npz").exists()
-               and not (parts / f"{u['name']}.skipped").exists()]
+    pending = [u.name for u in units if not predictor.part(u).exists() and not predictor.skip_note(u).exists()]
     if pending:
         raise InputError(f"{parts}: {len(pending)} tile(s) not predicted yet (e.g. {pending[0]}); "
                          f"run the missing shards, then merge with --resume")
-    skipped += [(parts / f"{u['name']}.skipped").read_text() for u in units
-                if (parts / f"{u['name']}.skipped").exists()]
-    summary["rows"] = _merge(parts, units, output, ensemble, detect, skipped)
+    skipped += [predictor.skip_note(u).read_text() for u in units if predictor.skip_note(u).exists()]
+    summary["rows"] = _merge(parts, units, output, ensemble, o.detect, skipped)
     if console is not None:
         _print_summary(console, summary, output)
     return summary
 
 
-def _inputs_key(ensemble, images, catalog, *settings) -> str:
-    files = sorted({(image.path, os.path.getmtime(image.path)) for image in images})
-    catalog_part = (str(catalog), os.path.getmtime(catalog)) if catalog else None
-    parts = [ensemble.run_hash, files, catalog_part, *settings]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
-
-
 def _open_parts(parts: Path, key: str, keep: bool) -> None:
     """The folder of finished tiles: kept (if from the same inputs) for --resume and shards, else emptied."""
+    from mmzcli.atomic import atomic_write_text
+
     state = parts / "state.json"
     if keep and state.exists():
         if json.loads(state.read_text()).get("key") != key:
@@ -384,90 +306,94 @@ def _open_parts(parts: Path, key: str, keep: bool) -> None:
     if parts.exists() and not keep:
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
-    from mmzcli.project import atomic_write_text
-
     atomic_write_text(state, json.dumps({"key": key}))
 
 
-def _units(images, references, sources: Sources | None, profile) -> list[dict]:
+def _units(images: list, references: list[int], sources: Sources | None, profile: Any) -> list[WorkUnit]:
     """One unit of work per reference-band image, with the catalogue rows it holds (best coverage)."""
-    from mmzcli.cutout import assign_images
+    from mmzcli.tiles import assign_images
 
-    units = []
-    for number, k in enumerate(references):
-        units.append({"name": f"tile{number:05d}-{Path(images[k].path).stem}", "number": number,
-                      "reference": k, "rows": None})
-    if sources is not None:
-        owner = assign_images([images[k] for k in references], sources.ra, sources.dec,
-                              [profile.reference_band])[:, 0]
-        for number, unit in enumerate(units):
-            unit["rows"] = np.flatnonzero(owner == number)
-        uncovered = np.flatnonzero(owner < 0)
-        if uncovered.size:  # off every reference tile: predicted with what other bands hold, never dropped
-            units.append({"name": "no-reference-tile", "number": len(units), "reference": references[0],
-                          "rows": uncovered})
+    names = [f"tile{number:05d}-{Path(images[k].path).stem}" for number, k in enumerate(references)]
+    if sources is None:
+        return [WorkUnit(name, number, k) for number, (name, k) in enumerate(zip(names, references))]
+    owner = assign_images([images[k] for k in references], sources.ra, sources.dec, [profile.reference_band])[:, 0]
+    units = [WorkUnit(name, number, k, np.flatnonzero(owner == number))
+             for number, (name, k) in enumerate(zip(names, references))]
+    uncovered = np.flatnonzero(owner < 0)
+    if uncovered.size:  # off every reference tile: predicted with what other bands hold, never dropped
+        units.append(WorkUnit("no-reference-tile", len(units), references[0], uncovered))
     return units
 
 
-def _predict_unit(unit, sources: Sources | None, *, images, ensemble, device, batch_size, amp, jobs,
-                  detect, ebv, parts) -> int:
-    """Cut, predict and save the sources of one tile as ``parts/<name>.npz``; returns their number."""
-    from mmzcli.cutout import _cut_block_task, _init_worker, _pixels, _run_parallel, assign_images
+class _TilePredictor:
+    """Cuts, predicts and saves the sources of one work unit as ``parts/<name>.npz``."""
 
-    profile = ensemble.profile
-    extra = {}
-    if detect:
-        from mmzcli.detect import detect as find
+    def __init__(self, images: list, ensemble: Ensemble, device: Any, options: PredictOptions, parts: Path):
+        self.images, self.ensemble, self.device, self.options, self.parts = images, ensemble, device, options, parts
 
-        reference = images[unit["reference"]]
-        wanted = set(profile.detection_bands)
-        found = find(reference, [image for image in images if image.band in wanted])
-        n = len(found["ra"])
-        ids = unit["number"] * 1_000_000 + np.arange(1, n + 1, dtype=np.int64)
-        ra, dec = found["ra"], found["dec"]
-        ebv_values, flags0 = _ebv_for(ebv, None, n, ensemble.ebv_median)
-        extra = {"X": (found["x"] + 1).astype(np.float32), "Y": (found["y"] + 1).astype(np.float32),
-                 "TILE": np.full(n, Path(reference.path).name[:64], dtype="S64")}
-    else:
-        rows = unit["rows"]
-        ids, ra, dec = sources.ids[rows], sources.ra[rows], sources.dec[rows]
-        ebv_values, flags0 = sources.ebv[rows], sources.ebv_flags[rows]
-        n = len(rows)
-    pdfs = np.zeros((n, profile.redshift_grid.n_bins), np.float32)
-    z_reg = np.full(n, np.nan, np.float32)
-    flags = flags0.copy()
-    if n:
-        assignment = assign_images(images, ra, dec, profile.band_names)
-        size, scale = profile.cutout_size, profile.pixel_scale
+    def part(self, unit: WorkUnit) -> Path:
+        return self.parts / f"{unit.name}.npz"
 
-        def record(start, result):
-            stamps, band_ok, block_flags = result
-            stop = start + len(stamps)
-            flags[start:stop] |= block_flags
-            has_data = band_ok.any(axis=1)
-            if has_data.any():
-                p, r = ensemble.predict(stamps[has_data], band_ok[has_data], ebv_values[start:stop][has_data],
-                                        device, batch_size, amp)
-                pdfs[start:stop][has_data], z_reg[start:stop][has_data] = p, r
+    def skip_note(self, unit: WorkUnit) -> Path:
+        return self.parts / f"{unit.name}.skipped"
 
-        tasks = ((s, assignment[s:s + BLOCK_ROWS], ra[s:s + BLOCK_ROWS], dec[s:s + BLOCK_ROWS], size, scale)
-                 for s in range(0, n, BLOCK_ROWS))
-        if jobs == 1 or n <= BLOCK_ROWS:
-            _init_worker(images)
-            for args in tasks:
-                record(*_cut_block_task(*args))
+    def compute(self, unit: WorkUnit, sources: Sources | None) -> dict[str, np.ndarray]:
+        """The catalogue rows of every source of ``unit`` (reads the tiles, writes nothing)."""
+        from mmzcli.cutout import BlockTask, cut_blocks
+        from mmzcli.tiles import assign_images, tile_pixels
+
+        profile, o = self.ensemble.profile, self.options
+        extra = {}
+        if sources is None:
+            from mmzcli.detect import detect
+
+            reference = self.images[unit.reference]
+            wanted = set(profile.detection_bands)
+            found = detect(reference, [image for image in self.images if image.band in wanted])
+            n = len(found["ra"])
+            ids = unit.number * 1_000_000 + np.arange(1, n + 1, dtype=np.int64)
+            ra, dec = found["ra"], found["dec"]
+            ebv_values, flags0 = _ebv_for(o.ebv, None, n, self.ensemble.ebv_median)
+            extra = {"X": (found["x"] + 1).astype(np.float32), "Y": (found["y"] + 1).astype(np.float32),
+                     "TILE": np.full(n, Path(reference.path).name[:64], dtype="S64")}
         else:
-            _run_parallel(images, tasks, jobs, record, lambda k: None)
-    _pixels.cache_clear()  # unmap this tile's images: memory must not grow with the survey
-    columns = _rows(ids, ra, dec, pdfs, z_reg, flags, ebv_values, profile.redshift_grid.edges())
-    columns.update(extra)
-    tmp = parts / f".{unit['name']}.tmp.npz"
-    np.savez(tmp, **columns)
-    os.replace(tmp, parts / f"{unit['name']}.npz")
-    return n
+            rows = unit.rows
+            ids, ra, dec = sources.ids[rows], sources.ra[rows], sources.dec[rows]
+            ebv_values, flags0 = sources.ebv[rows], sources.ebv_flags[rows]
+            n = len(rows)
+        pdfs = np.zeros((n, profile.redshift_grid.n_bins), np.float32)
+        z_reg = np.full(n, np.nan, np.float32)
+        flags = flags0.copy()
+        if n:
+            assignment = assign_images(self.images, ra, dec, profile.band_names)
+
+            def record(start: int, block: tuple) -> None:
+                stamps, band_ok, block_flags = block
+                stop = start + len(stamps)
+                flags[start:stop] |= block_flags
+                has_data = band_ok.any(axis=1)
+                if has_data.any():
+                    p, r = self.ensemble.predict(stamps[has_data], band_ok[has_data],
+                                                 ebv_values[start:stop][has_data], self.device, o.batch_size, o.amp)
+                    pdfs[start:stop][has_data], z_reg[start:stop][has_data] = p, r
+
+            tasks = (BlockTask(s, assignment[s:s + BLOCK_ROWS], ra[s:s + BLOCK_ROWS], dec[s:s + BLOCK_ROWS],
+                               profile.cutout_size, profile.pixel_scale) for s in range(0, n, BLOCK_ROWS))
+            cut_blocks(self.images, tasks, o.jobs if n > BLOCK_ROWS else 1, record)
+        tile_pixels.cache_clear()  # unmap this tile's images: memory must not grow with the survey
+        columns = _rows(ids, ra, dec, pdfs, z_reg, flags, ebv_values, profile.redshift_grid.edges())
+        columns.update(extra)
+        return columns
+
+    def save(self, unit: WorkUnit, columns: dict[str, np.ndarray]) -> None:
+        from mmzcli.atomic import atomic_path
+
+        with atomic_path(self.part(unit)) as tmp:
+            np.savez(tmp, **columns)
 
 
-def _merge(parts: Path, units, output: Path, ensemble, detect: bool, skipped: list[str]) -> int:
+def _merge(parts: Path, units: list[WorkUnit], output: Path, ensemble: Ensemble, detect: bool,
+           skipped: list[str]) -> int:
     """Append the parts, in tile order, to ``<output>.partial``; rename when complete; remove the parts."""
     from mmzcli.catalog import PhotozWriter
 
@@ -479,10 +405,14 @@ def _merge(parts: Path, units, output: Path, ensemble, detect: bool, skipped: li
     writer = PhotozWriter(output, ensemble.profile.redshift_grid.edges(), header, extra)
     try:
         for unit in units:
-            path = parts / f"{unit['name']}.npz"
-            if path.exists():
-                with np.load(path) as part:
-                    writer.append({k: part[k] for k in part.files})
+            path = parts / f"{unit.name}.npz"
+            if not path.exists():
+                if (parts / f"{unit.name}.skipped").exists():
+                    continue
+                raise InputError(f"{path}: the part of tile {unit.name} is gone while merging (another process "
+                                 f"changed {parts}?); run the same command with --resume")
+            with np.load(path) as part:
+                writer.append({k: part[k] for k in part.files})
         writer.finish()
     except BaseException:
         writer.abort()
@@ -491,11 +421,13 @@ def _merge(parts: Path, units, output: Path, ensemble, detect: bool, skipped: li
     return writer.rows
 
 
-def _print_summary(console, summary: dict, output: Path) -> None:
+def _print_summary(console: Any, summary: dict, output: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"mmz predict -> {output}", show_header=False)
     table.add_row("tiles", str(summary["tiles"]))
+    if summary["detected"]:
+        table.add_row("sources", f"detected with sep in bands {' '.join(summary['detection_bands'])}")
     table.add_row("sources in the catalogue", str(summary["rows"]))
     table.add_row("models averaged", str(summary["models"]))
     if summary["predicted_now"]:

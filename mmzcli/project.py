@@ -8,25 +8,17 @@ reproducible when the shipped profile changes), the inputs that
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import shlex
 from pathlib import Path
 from typing import Any
 
 from mmzcli import __version__
+from mmzcli.atomic import atomic_write_text
 from mmzcli.errors import ConfigError
 from mmzcli.profiles import Profile, load_profile, profile_from_dict
 
 CONFIG_NAME = "mmz.yaml"
 DEFAULT_COLUMNS = {"id": "ID", "ra": "RA", "dec": "DEC", "z_spec": "Z_SPEC", "ebv": "EBV"}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def now() -> str:

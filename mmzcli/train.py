@@ -18,7 +18,6 @@ object (mean over seeds) go to ``oof.npz``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -28,7 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mmzcli.device import autocast, init_distributed, resolve_device, to_device
 from mmzcli.errors import ConfigError, InputError
+from mmzcli.flags import UNLABELLED
+from mmzcli.outputs import hold_run_lock, releases_locks
+from mmzcli.runs import MODEL_FORMAT, STATE_FORMAT, CheckpointError, RunDir, build_model, checkpoint_of, load_checkpoint
 
 
 @dataclass
@@ -113,14 +116,11 @@ class CubeSource:
 
 def labelled_rows(group) -> np.ndarray:
     """Rows with a usable spectroscopic redshift and image data."""
-    from mmzcli.cutout import Flag
-
     flags = group["flags"][:]
-    bad = Flag.NO_ZSPEC | Flag.ZSPEC_OUT_OF_GRID | Flag.OUTSIDE
-    return np.flatnonzero(np.isfinite(group["z_spec"][:]) & ((flags & bad) == 0))
+    return np.flatnonzero(np.isfinite(group["z_spec"][:]) & ((flags & UNLABELLED) == 0))
 
 
-# ----------------------------------------------------------------------------- device helpers
+# ----------------------------------------------------------------------------- augmentation
 
 def augment(x):
     """Random flips and 90-degree rotations, drawn per object on x's device (the torch RNG)."""
@@ -138,45 +138,9 @@ def augment(x):
     return out
 
 
-def _to_device(batch, device, channels_last: bool):
-    import torch
-
-    cubes, band_ok, ebv, z = batch
-    non_blocking = device.type == "cuda"
-
-    def move(a):
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        return (t.pin_memory() if non_blocking else t).to(device, non_blocking=non_blocking)
-
-    x = move(cubes)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, move(band_ok), move(ebv), move(z)
-
-
-def _autocast(device, enabled: bool):
-    import torch
-
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 def _seed(*parts: int) -> int:
     """One integer seed from several (run seed, fold, epoch), stable across runs and platforms."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name}: expected auto, cpu or cuda")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(name)
 
 
 # ----------------------------------------------------------------------------- one model
@@ -197,8 +161,8 @@ def evaluate_rows(model, source: CubeSource, rows: np.ndarray, grid, device, con
     pdfs, regs, total = [], [], 0.0
     with torch.no_grad():
         for batch in source.batches(rows, 256):
-            x, ok, ebv, z = _to_device(batch, device, config.channels_last)
-            with _autocast(device, config.amp):
+            x, ok, ebv, z = to_device(batch, device, config.channels_last)
+            with autocast(device, config.amp):
                 logits, z_reg = model(x, ebv, ok)
             logits, z_reg = logits.float(), z_reg.float()
             total += float(loss_fn(logits, z_reg, z, bin_index(z, grid))) * len(z)
@@ -207,23 +171,22 @@ def evaluate_rows(model, source: CubeSource, rows: np.ndarray, grid, device, con
     return np.concatenate(pdfs), np.concatenate(regs), total / max(len(rows), 1)
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint as plain tensors and containers: never unpickles code (weights_only=True)."""
+def _save(checkpoint: dict, path: Path) -> None:
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from mmzcli.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def _diverged(fold: int, seed: int, where: str, loss: float, lr: float) -> ConfigError:
+    return ConfigError(f"fold {fold} seed {seed} diverged at {where} (loss {loss:g}); lower --lr (now {lr:g}) "
+                       f"and give the run a new --name")
 
 
 def train_one(source: CubeSource, train_rows, val_rows, model_config, config: TrainConfig, grid, norm,
-              fold: int, seed: int, run_dir: Path, device, dist_info, report) -> dict:
+              fold: int, seed: int, run: RunDir, device, dist_info, report) -> dict:
     """Train (or resume, or skip when finished) the model of one fold and seed. Returns its metrics."""
     import torch
 
@@ -231,10 +194,15 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
     from mmzcli.model import PhotoZNet, loss_fn
 
     rank, world, distributed = dist_info
-    final = run_dir / f"fold{fold}_seed{seed}.pt"
+    final = run.model_path(fold, seed)
     if final.exists():
-        return load_checkpoint(final)["metrics"]
-    state_path = run_dir / f"fold{fold}_seed{seed}.state.pt"
+        try:
+            metrics_done = load_checkpoint(final).get("metrics", {})
+            report.note(f"fold {fold} seed {seed}: finished ({final.name}); not trained again")
+            return metrics_done
+        except CheckpointError:  # damaged, foreign or without weights: nothing to keep
+            report.note(f"fold {fold} seed {seed}: {final.name} holds no usable model; training it again")
+    state_path = run.state_path(fold, seed)
 
     torch.manual_seed(_seed(seed, fold))
     model = PhotoZNet(model_config)
@@ -243,11 +211,18 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, best, history = 0, {"loss": math.inf, "epoch": -1}, []
     best_state = None
+    state = None
     if state_path.exists():
-        state = load_checkpoint(state_path)
+        try:
+            state = load_checkpoint(state_path, kind=STATE_FORMAT)
+        except CheckpointError:  # damaged or foreign: the state of a model is only a cache of its epochs
+            report.note(f"fold {fold} seed {seed}: {state_path.name} holds no usable training state; "
+                        f"training this model from its first epoch")
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, best, history, best_state = state["epoch"] + 1, state["best"], state["history"], state["best_model"]
+        report.note(f"fold {fold} seed {seed}: resuming after epoch {start} ({state_path.name})")
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     for value in optimizer.state.values():  # the optimiser state follows the model to its device
@@ -270,12 +245,12 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
         started, seen, running = time.perf_counter(), 0, 0.0
         steps = len(train_rows) // (config.batch_size * world)
         report.start_epoch(fold, seed, epoch, steps)
-        for batch in source.batches(train_rows, config.batch_size, rng, (rank, world)):
-            x, ok, ebv, z = _to_device(batch, device, config.channels_last)
+        for batch_number, batch in enumerate(source.batches(train_rows, config.batch_size, rng, (rank, world)), 1):
+            x, ok, ebv, z = to_device(batch, device, config.channels_last)
             x = augment(x)
 
             def step(net):
-                with _autocast(device, config.amp):
+                with autocast(device, config.amp):
                     logits, z_reg = net(x, ebv, ok)
                 loss = loss_fn(logits.float(), z_reg.float(), z, bin_index(z, grid))
                 optimizer.zero_grad(set_to_none=True)
@@ -291,10 +266,15 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
                 report.log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training uncompiled")
                 net = uncompiled
                 loss = step(net)
+            value = loss.item()
+            if not math.isfinite(value):  # stop at once: the state of the last good epoch stays on disk
+                raise _diverged(fold, seed, f"epoch {epoch + 1}, step {batch_number}", value, config.lr)
             seen += len(z) * world
-            running += loss.item()
-            report.step(loss.item(), seen / (time.perf_counter() - started))
+            running += value
+            report.step(value, seen / (time.perf_counter() - started))
         pdfs, _, val_loss = evaluate_rows(model, source, val_rows, grid, device, config)
+        if not math.isfinite(val_loss):
+            raise _diverged(fold, seed, f"epoch {epoch + 1}, in validation", val_loss, config.lr)
         z_phot = pdf.median(pdfs, grid.edges())
         scores = metrics.summary(z_phot, source.z[val_rows], report.threshold)
         record = {"epoch": epoch, "train_loss": running / max(steps, 1), "val_loss": val_loss,
@@ -306,15 +286,21 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         report.end_epoch(record)
         if rank == 0:
-            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                          "best": best, "best_model": best_state, "history": history}, state_path)
+            _save(checkpoint_of(STATE_FORMAT, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "epoch": epoch, "best": best, "best_model": best_state,
+                                               "history": history}), state_path)
         if distributed:
             torch.distributed.barrier()
 
+    if best_state is None:  # never a finished model without weights
+        raise ConfigError(f"{state_path}: no epoch of fold {fold} seed {seed} reached a finite validation loss, so "
+                          f"there is no model to keep; remove the file, lower --lr (now {config.lr:g}) and give the "
+                          f"run a new --name")
     result = {"fold": fold, "seed": seed, "best_epoch": best["epoch"], "val_loss": best["loss"],
               **{k: v for k, v in history[best["epoch"]].items() if k.startswith("val_")}, "history": history}
     if rank == 0:
-        _atomic_save({"model": best_state, "config": asdict(model_config), "metrics": result}, final)
+        _save(checkpoint_of(MODEL_FORMAT, {"model": best_state, "config": asdict(model_config), "metrics": result}),
+              final)
         state_path.unlink(missing_ok=True)
     if distributed:
         torch.distributed.barrier()
@@ -332,11 +318,9 @@ class Report:
 
     def __enter__(self):
         if self.console is not None and not self.console.quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from mmzcli.progress import progress_bar
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("loss {task.fields[loss]:.3f}  {task.fields[rate]:.0f} samples/s"),
-                                     TimeRemainingColumn(), console=self.console)
+            self.progress = progress_bar(self.console, "loss {task.fields[loss]:.3f}  {task.fields[rate]:.0f} samples/s")
             self.progress.start()
         return self
 
@@ -359,6 +343,12 @@ class Report:
         line = (f"{self.where}: train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
                 f"sigma_MAD {record['val_sigma_mad']:.4f}  eta {record['val_eta']:.3f}  "
                 f"{record['samples_per_s']:.0f} samples/s")
+        self.log(line)
+        if self.progress is not None:
+            self.progress.console.print(line)
+
+    def note(self, line: str):
+        """A line for the log and the terminal: a model skipped, resumed or replaced."""
         self.log(line)
         if self.progress is not None:
             self.progress.console.print(line)
@@ -416,20 +406,38 @@ def model_config(spec: RunSpec, profile):
                        modality_dropout=spec.modality_dropout, norm=spec.norm)
 
 
-def _distributed(device_name: str):
-    """(rank, world size, distributed?) from torchrun's environment; starts the process group."""
-    import torch
-
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        cuda = device_name != "cpu" and torch.cuda.is_available()
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), True
+INFORMATIONAL = ("mmz_version", "store_path")  # recorded in config.yaml, never compared
+_MISSING = object()  # a key one of two config.yaml mappings lacks
 
 
+def settings_difference(previous: dict, current: dict, prefix: str = "") -> tuple[str, str, str] | None:
+    """The first setting that differs between two ``config.yaml`` mappings: (dotted key, old, new), shown short.
+
+    Only what changes the weights counts: not the mmz version, nor the store's path (the store counts by its
+    ``inputs_key``, so ``--project P`` and ``cd P; --project .`` are one run).  Runs that recorded the store's
+    path as typed (before ``inputs_key``) are not compared on the store.
+    """
+    def show(value) -> str:
+        if value is _MISSING:
+            return "(none)"
+        short = f"{value:g}" if isinstance(value, float) else ""  # 1e+12, not 1000000000000.0
+        text = short if short and float(short) == value else repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    for key in [*current, *(k for k in previous if k not in current)]:
+        old, new = previous.get(key, _MISSING), current.get(key, _MISSING)
+        if not prefix and (key in INFORMATIONAL or (key == "store" and isinstance(old, str))):
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            found = settings_difference(old, new, f"{prefix}{key}.")
+            if found is not None:
+                return found
+        elif old != new:
+            return f"{prefix}{key}", show(old), show(new)
+    return None
+
+
+@releases_locks
 def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None, dry_run: bool = False,
               console=None) -> dict:
     """``mmz train``: every fold x seed of one configuration, then the out-of-fold PDFs."""
@@ -438,8 +446,9 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
 
     from mmzcli import __version__, metrics, pdf
     from mmzcli.model import PhotoZNet, count_parameters
-    from mmzcli.project import atomic_write_text
-    from mmzcli.store import open_store
+    from mmzcli.runs import runs_dir
+    from mmzcli.atomic import atomic_write_text
+    from mmzcli.store import cubes_path, open_store
 
     config = model_config(spec, profile)
     if dry_run:
@@ -449,7 +458,7 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
         print(f"parameters: {count_parameters(model)}")
         return {"parameters": count_parameters(model)}
 
-    store_path = Path(project) / "cubes.zarr"
+    store_path = cubes_path(project)
     group = open_store(store_path)
     if list(group.attrs["bands"]) != profile.band_names:
         raise InputError(f"{store_path}: its bands ({', '.join(group.attrs['bands'])}) differ from profile "
@@ -464,34 +473,39 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
         if not np.any(folds[rows] != k) or not np.any(folds[rows] == k):
             raise InputError(f"{store_path}: fold {k} leaves no training or no validation object")
 
-    rank, world, distributed = _distributed(spec.train.device)
+    cuda = spec.train.device != "cpu" and torch.cuda.is_available()
+    rank, world, distributed = init_distributed("nccl" if cuda else "gloo")
     device = resolve_device(spec.train.device)
     name = name or spec.default_name()
-    run_dir = Path(project) / "runs" / name
-    settings = {"mmz_version": __version__, "profile": profile.name, "store": str(store_path),
+    run = RunDir(runs_dir(project) / name)
+    run_dir = run.path
+    settings = {"mmz_version": __version__, "profile": profile.name,
+                "store": {"inputs_key": group.attrs.get("inputs_key")},  # what it holds, not how P was spelled
+                "store_path": str(store_path.resolve()),  # for information: not compared
                 "model": asdict(config), "run": {k: v for k, v in asdict(spec).items() if k != "train"},
                 "train": {k: v for k, v in asdict(spec.train).items()  # what changes the weights; folds may be
                           if k in ("epochs", "batch_size", "lr", "seeds", "amp", "channels_last")}}  # run apart
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as YAML reads them back
     if rank == 0:
+        hold_run_lock(run_dir, spec.train.folds)  # one mmz train per fold of a run (torchrun: rank 0)
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_path = run_dir / "config.yaml"
+        config_path = run.config_path
         if config_path.exists():
-            previous = yaml.safe_load(config_path.read_text())
-            if {k: v for k, v in previous.items() if k != "mmz_version"} != \
-                    {k: v for k, v in settings.items() if k != "mmz_version"}:
-                raise ConfigError(f"{config_path}: run '{name}' exists with other settings; "
-                                  f"choose another --name or remove {run_dir}")
+            differs = settings_difference(run.settings(), settings)
+            if differs is not None:
+                key, old, new = differs
+                raise ConfigError(f"{config_path}: run '{name}' exists with other settings ({key}: {old} there, "
+                                  f"{new} now); repeat its settings to continue it, or give these a new --name")
         else:
             atomic_write_text(config_path, yaml.safe_dump(settings, sort_keys=False))
-        atomic_write_text(run_dir / "profile.yaml", yaml.safe_dump(profile.to_dict(), sort_keys=False))  # for predict
+        atomic_write_text(run.profile_path, yaml.safe_dump(profile.to_dict(), sort_keys=False))  # for predict
     if distributed:
         torch.distributed.barrier()
 
     source = CubeSource(group, rows, spec.train)
     norm = (group["norm/mean"][:], group["norm/std"][:])
     grid = profile.redshift_grid
-    log_path = run_dir / "train.log" if rank == 0 else None
+    log_path = run.log_path if rank == 0 else None
     with Report(console if rank == 0 else None, log_path, profile.outlier_threshold) as report:
         report.log(f"start: {len(rows)} labelled objects ({'in memory' if source.in_memory else 'streamed'}), "
                    f"device {device}, world size {world}")
@@ -499,18 +513,17 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
             train_rows, val_rows = rows[folds[rows] != fold], rows[folds[rows] == fold]
             for seed in range(spec.train.seeds):
                 train_one(source, train_rows, val_rows, config, spec.train, grid, norm, fold, seed,
-                          run_dir, device, (rank, world, distributed), report)
+                          run, device, (rank, world, distributed), report)
 
     summary = {}
     if rank == 0:  # over every finished model of the run, also those trained by other commands (--fold K)
-        done = [k for k in range(group.attrs["n_folds"])
-                if all((run_dir / f"fold{k}_seed{r}.pt").exists() for r in range(spec.train.seeds))]
-        summary["models"] = [load_checkpoint(run_dir / f"fold{k}_seed{r}.pt")["metrics"]
+        done = run.finished_folds(group.attrs["n_folds"], spec.train.seeds)
+        summary["models"] = [load_checkpoint(run.model_path(k, r))["metrics"]
                              for k in done for r in range(spec.train.seeds)]
-        oof = out_of_fold(run_dir, source, rows, folds, done, spec, config, grid, group, device)
+        oof = out_of_fold(run, source, rows, folds, done, spec, grid, group, device)
         summary["oof"] = metrics.summary(pdf.median(oof["pdf"], grid.edges()), oof["z_spec"],
                                          profile.outlier_threshold)
-        atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
+        atomic_write_text(run.metrics_path, json.dumps(summary, indent=1))
         if console is not None:
             o = summary["oof"]
             console.print(f"run {name}: {o['n']} out-of-fold objects, sigma_MAD {o['sigma_mad']:.4f}, "
@@ -520,19 +533,16 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
     return summary
 
 
-def out_of_fold(run_dir: Path, source: CubeSource, rows, folds, done, spec: RunSpec, config, grid, group, device):
+def out_of_fold(run: RunDir, source: CubeSource, rows, folds, done, spec: RunSpec, grid, group, device) -> dict:
     """The labelled objects of the ``done`` folds, predicted by the models that did not see them (mean over seeds)."""
-
-    from mmzcli.model import PhotoZNet
+    from mmzcli.atomic import atomic_path
 
     parts = []
     for fold in done:
         val_rows = rows[folds[rows] == fold]
         pdfs, regs = 0.0, 0.0
         for seed in range(spec.train.seeds):
-            model = PhotoZNet(config)
-            model.load_state_dict(load_checkpoint(run_dir / f"fold{fold}_seed{seed}.pt")["model"])
-            model.to(device)
+            model = build_model(load_checkpoint(run.model_path(fold, seed)), device)
             p, r, _ = evaluate_rows(model, source, val_rows, grid, device, spec.train)
             pdfs, regs = pdfs + p / spec.train.seeds, regs + r / spec.train.seeds
         parts.append((val_rows, pdfs, regs))
@@ -541,7 +551,6 @@ def out_of_fold(run_dir: Path, source: CubeSource, rows, folds, done, spec: RunS
            "mag_ref": group["mag_ref"][:][order], "ebv": source.ebv[order],
            "pdf": np.concatenate([p[1] for p in parts]).astype(np.float32),
            "z_reg": np.concatenate([p[2] for p in parts]).astype(np.float32)}
-    tmp = run_dir / ".oof.tmp.npz"
-    np.savez(tmp, **oof)
-    os.replace(tmp, run_dir / "oof.npz")
+    with atomic_path(run.oof_path) as tmp:
+        np.savez(tmp, **oof)
     return oof

@@ -79,7 +79,7 @@ class Galaxies:
 
 
 # The colour model; these numbers set the colour-redshift scatter (tuned once against the
-# SDSS random-forest figures of design.md §9 and kept for every survey).  A profile's
+# SDSS random-forest figures of docs/design.md §9 and kept for every survey).  A profile's
 # ``simulation: sed:`` overrides any of them.
 @dataclass(frozen=True)
 class SedParams:
