@@ -61,25 +61,43 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODELS = ("baseline", "multimodal", "forest")  # catalogue oof-<model>.fits of each
-CNN_FLAGS = {"baseline": ["--baseline"],
-             "multimodal": ["--fusion", "early", "--fusion-type", "concat", "--modality-size", "2", "--orders", "1"]}
+CNN_FLAGS = {
+    "baseline": ["--baseline"],
+    "multimodal": ["--fusion", "early", "--fusion-type", "concat", "--modality-size", "2", "--orders", "1"],
+}
 PAIRS = (("baseline", "multimodal"), ("forest", "baseline"), ("forest", "multimodal"))  # bootstrap BASE OTHER
-DEFAULTS = {"n": 30000, "width": 0.25, "epochs": 10, "folds": 5, "seed": 1, "amp": False, "norm": "batch",
-            "batch_size": 32, "lr": 1e-3, "trees": 200, "min_leaf": 3, "resamples": 10000, "aperture": None}
+DEFAULTS = {
+    "n": 30000,
+    "width": 0.25,
+    "epochs": 10,
+    "folds": 5,
+    "seed": 1,
+    "amp": False,
+    "norm": "batch",
+    "batch_size": 32,
+    "lr": 1e-3,
+    "trees": 200,
+    "min_leaf": 3,
+    "resamples": 10000,
+    "aperture": None,
+}
 APERTURE = {"hsc9": 2.0, "sdss": 3.0}  # arcsec diameter: HSC's standard 2", the SDSS fibre's 3"
 HSC9_MAG_LIMIT = 24.0
 FOREST_RATIO_TARGET = 0.8  # CNN sigma_MAD <= 0.8 x the colour forest's
 P_TARGET = 0.05
 
 # Paper Table 2: SDSS MGS (r <= 17.8), REAL data; sigma_MAD and bias in 1e-3, eta(|dz| >= 0.05) in %.
-PAPER_TABLE2 = (("Pasquet et al. 2019 (P19)", 9.08, 0.31, 0.04),
-                ("Dey et al. 2021", 8.98, 0.19, 0.07),
-                ("Hayat et al. 2021", 8.25, 0.21, 0.1),
-                ("Treyer et al. 2023 (the baseline)", 8.00, 0.18, -0.31),
-                ("Multimodal network (the paper)", 7.85, 0.16, 0.31))
+PAPER_TABLE2 = (
+    ("Pasquet et al. 2019 (P19)", 9.08, 0.31, 0.04),
+    ("Dey et al. 2021", 8.98, 0.19, 0.07),
+    ("Hayat et al. 2021", 8.25, 0.21, 0.1),
+    ("Treyer et al. 2023 (the baseline)", 8.00, 0.18, -0.31),
+    ("Multimodal network (the paper)", 7.85, 0.16, 0.31),
+)
 
 
 # ----------------------------------------------------------------------------- the study directory
+
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -117,9 +135,11 @@ class Study:
             clash = [k for k, v in given.items() if stored.get(k) != v]
             if clash:
                 k = clash[0]
-                sys.exit(f"{root / 'study.json'}: this study was started with {k} = {stored.get(k)!r}, "
-                         f"not {given[k]!r}; leave --{k.replace('_', '-')} out to continue it, or choose "
-                         f"another --dir")
+                sys.exit(
+                    f"{root / 'study.json'}: this study was started with {k} = {stored.get(k)!r}, "
+                    f"not {given[k]!r}; leave --{k.replace('_', '-')} out to continue it, or choose "
+                    f"another --dir"
+                )
             settings = stored
         return cls(root, settings)
 
@@ -130,8 +150,10 @@ class Study:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                sys.exit(f"{self.root}: another bench/accuracy.py is working on this study (lock "
-                         f"{self.root / '.accuracy.lock'}); wait for it or stop it first")
+                sys.exit(
+                    f"{self.root}: another bench/accuracy.py is working on this study (lock "
+                    f"{self.root / '.accuracy.lock'}); wait for it or stop it first"
+                )
             yield
 
     @property
@@ -150,7 +172,8 @@ class Study:
                 'description: "HSC-Deep u+grizy+JHKs, spectroscopic sample i <= 24 (accuracy study), z 0-4"\n'
                 f"reference_mag_limit: {HSC9_MAG_LIMIT}\n"
                 "simulation:\n"
-                f"  spec: {{mag_limit: {HSC9_MAG_LIMIT}, mag_fractions: [[22.0, 0.5], [{HSC9_MAG_LIMIT}, 0.5]]}}\n")
+                f"  spec: {{mag_limit: {HSC9_MAG_LIMIT}, mag_fractions: [[22.0, 0.5], [{HSC9_MAG_LIMIT}, 0.5]]}}\n"
+            )
         return str(path)
 
     def profile(self):
@@ -161,8 +184,17 @@ class Study:
     def log_time(self, step: str, seconds: float, command: str | None = None, rc: int = 0) -> None:
         path = self.root / "timings.json"
         entries = read_json(path, [])
-        entries.append({"step": step, "seconds": round(seconds, 2), "finished": now(), "rc": rc,
-                        "host": platform.node(), "cpus": os.cpu_count(), **({"command": command} if command else {})})
+        entries.append(
+            {
+                "step": step,
+                "seconds": round(seconds, 2),
+                "finished": now(),
+                "rc": rc,
+                "host": platform.node(),
+                "cpus": os.cpu_count(),
+                **({"command": command} if command else {}),
+            }
+        )
         write_json(path, entries)
 
     def wall(self) -> dict[str, float]:
@@ -182,6 +214,7 @@ class Study:
 
 
 # ----------------------------------------------------------------------------- running mmz
+
 
 def _die_with_parent() -> list[str]:
     """A prefix that makes the child get SIGTERM when the driver dies, even by SIGKILL, so that no
@@ -210,8 +243,10 @@ def mmz(study: Study, step: str, *args: str, capture: bool = False) -> str:
         raise
     study.log_time(step, time.perf_counter() - start, shown, rc=proc.returncode)
     if proc.returncode != 0:
-        sys.exit(f"{step}: '{shown}' failed with exit code {proc.returncode}; fix the cause and run "
-                 f"bench/accuracy.py again: it continues where it stopped")
+        sys.exit(
+            f"{step}: '{shown}' failed with exit code {proc.returncode}; fix the cause and run "
+            f"bench/accuracy.py again: it continues where it stopped"
+        )
     return out or ""
 
 
@@ -228,6 +263,7 @@ def timed(study: Study, step: str):
 
 # ----------------------------------------------------------------------------- step 1: data
 
+
 def step_data(study: Study) -> None:
     from mmzcli.store import cubes_path, is_complete
 
@@ -235,8 +271,21 @@ def step_data(study: Study) -> None:
     if (root / "specz.fits").exists():
         print(f"data: simulation done ({root / 'specz.fits'})")
     else:  # not resumable inside, but atomic: a killed simulation starts afresh
-        mmz(study, "simulate", "simulate", "--profile", study.profile_arg, "-n", str(s["n"]), "--project", str(root),
-            "-j", str(s.get("jobs", 2)), "--seed", str(s["seed"]))
+        mmz(
+            study,
+            "simulate",
+            "simulate",
+            "--profile",
+            study.profile_arg,
+            "-n",
+            str(s["n"]),
+            "--project",
+            str(root),
+            "-j",
+            str(s.get("jobs", 2)),
+            "--seed",
+            str(s["seed"]),
+        )
     if is_complete(cubes_path(root)):
         print(f"data: cubes done ({cubes_path(root)})")
     else:
@@ -244,6 +293,7 @@ def step_data(study: Study) -> None:
 
 
 # ----------------------------------------------------------------------------- step 2: the CNNs
+
 
 def run_done(run_dir: Path, folds: int) -> bool:
     """Every fold's model is finished and oof.npz covers exactly those folds."""
@@ -259,26 +309,57 @@ def step_cnn(study: Study, model: str) -> None:
     if run_done(run_dir, s["folds"]):
         print(f"train: run {model} done ({run_dir})")
     else:
-        mmz(study, f"train-{model}", "train", "--project", str(root), *CNN_FLAGS[model], "--width", f"{s['width']:g}",
-            "--epochs", str(s["epochs"]), "--folds", str(s["folds"]), "--norm", s["norm"],
-            "--amp" if s["amp"] else "--no-amp", "--batch-size", str(s["batch_size"]), "--lr", f"{s['lr']:g}",
-            "--name", model)
+        mmz(
+            study,
+            f"train-{model}",
+            "train",
+            "--project",
+            str(root),
+            *CNN_FLAGS[model],
+            "--width",
+            f"{s['width']:g}",
+            "--epochs",
+            str(s["epochs"]),
+            "--folds",
+            str(s["folds"]),
+            "--norm",
+            s["norm"],
+            "--amp" if s["amp"] else "--no-amp",
+            "--batch-size",
+            str(s["batch_size"]),
+            "--lr",
+            f"{s['lr']:g}",
+            "--name",
+            model,
+        )
     catalogue = root / f"oof-{model}.fits"
     if catalogue.exists() and catalogue.stat().st_mtime >= (run_dir / "oof.npz").stat().st_mtime:
         print(f"train: catalogue {catalogue.name} done")
     else:
-        mmz(study, f"predict-{model}", "predict", "--cubes", "--project", str(root), "--run", model,
-            "-o", str(catalogue), "--overwrite")
+        mmz(
+            study,
+            f"predict-{model}",
+            "predict",
+            "--cubes",
+            "--project",
+            str(root),
+            "--run",
+            model,
+            "-o",
+            str(catalogue),
+            "--overwrite",
+        )
 
 
 # ----------------------------------------------------------------------------- step 2b: the colour forest
+
 
 def aperture_weights(size: int, radius: float, oversample: int = 8) -> np.ndarray:
     """[size, size] fraction of each pixel inside a circle of ``radius`` px at the stamp centre ((S-1)/2)."""
     centre = (size - 1) / 2
     sub = (np.arange(size * oversample) + 0.5) / oversample - 0.5  # sub-pixel centres, pixel i spans i +- 0.5
     yy, xx = np.meshgrid(sub, sub, indexing="ij")
-    inside = (xx - centre) ** 2 + (yy - centre) ** 2 <= radius ** 2
+    inside = (xx - centre) ** 2 + (yy - centre) ** 2 <= radius**2
     return inside.reshape(size, oversample, size, oversample).mean(axis=(1, 3))
 
 
@@ -302,11 +383,11 @@ def aperture_photometry(group, profile, diameter: float, block: int = 512) -> di
     flux, err = np.full((n, bands), np.nan), np.full((n, bands), np.nan)
     block = block // cubes.chunks[0] * cubes.chunks[0] or cubes.chunks[0]
     for lo in range(0, n, block):
-        x = np.asarray(cubes[lo:lo + block], dtype=np.float32).reshape(-1, bands, size * size)
-        flux[lo:lo + len(x)] = x @ w
+        x = np.asarray(cubes[lo : lo + block], dtype=np.float32).reshape(-1, bands, size * size)
+        flux[lo : lo + len(x)] = x @ w
         pixels = x[:, :, sky]
         mad = np.median(np.abs(pixels - np.median(pixels, axis=-1, keepdims=True)), axis=-1)
-        err[lo:lo + len(x)] = 1.4826 * mad * np.sqrt(np.sum(w ** 2))
+        err[lo : lo + len(x)] = 1.4826 * mad * np.sqrt(np.sum(w**2))
     flux[~band_ok], err[~band_ok] = np.nan, np.nan
     return {"flux": flux, "flux_err": err, "radius_px": radius, "noise_radius_px": noise_radius}
 
@@ -371,8 +452,10 @@ def step_forest(study: Study) -> None:
     if phot_path.exists():
         phot = dict(np.load(phot_path))
     else:
-        print(f"\n== forest: {s['aperture']:g}\"-diameter aperture photometry of {group['cubes'].shape[0]} cubes",
-              flush=True)
+        print(
+            f'\n== forest: {s["aperture"]:g}"-diameter aperture photometry of {group["cubes"].shape[0]} cubes',
+            flush=True,
+        )
         with timed(study, "forest-photometry"):
             phot = aperture_photometry(group, profile, s["aperture"])
         np.savez(folder / ".photometry.tmp.npz", id=group["id"][:], **phot)
@@ -387,55 +470,85 @@ def step_forest(study: Study) -> None:
         for k in range(s["folds"]):  # the CNN runs' folds: fold k validates, the others train
             train, test = rows[fold[rows] != k], rows[fold[rows] == k]
             print(f"forest: fold {k}: {len(train)} training, {len(test)} validation objects", flush=True)
-            forest = RandomForestRegressor(n_estimators=s["trees"], min_samples_leaf=s["min_leaf"],
-                                           n_jobs=s.get("jobs", 2), random_state=s["seed"] * 100 + k)
+            forest = RandomForestRegressor(
+                n_estimators=s["trees"],
+                min_samples_leaf=s["min_leaf"],
+                n_jobs=s.get("jobs", 2),
+                random_state=s["seed"] * 100 + k,
+            )
             forest.fit(features[train], z_spec[train])
             pdfs, z_mean = tree_pdfs(forest, features[test], edges)
             parts.append((test, pdfs, z_mean))
             importances[str(k)] = dict(zip(labels, np.round(forest.feature_importances_, 4).tolist()))
     test = np.concatenate([p[0] for p in parts])
     pdfs = np.concatenate([p[1] for p in parts])
-    columns = {"ID": group["id"][:][test], "RA": group["ra"][:][test], "DEC": group["dec"][:][test],
-               **summarise_pdfs(pdfs, edges), "Z_REG": np.concatenate([p[2] for p in parts]).astype(np.float32),
-               "FLAGS": group["flags"][:][test], "EBV": group["ebv"][:][test].astype(np.float32), "PDF": pdfs,
-               "Z_SPEC": z_spec[test].astype(np.float32), "FOLD": fold[test].astype(np.int16),
-               f"MAG_{profile.reference_band.upper()}": group["mag_ref"][:][test].astype(np.float32)}
+    columns = {
+        "ID": group["id"][:][test],
+        "RA": group["ra"][:][test],
+        "DEC": group["dec"][:][test],
+        **summarise_pdfs(pdfs, edges),
+        "Z_REG": np.concatenate([p[2] for p in parts]).astype(np.float32),
+        "FLAGS": group["flags"][:][test],
+        "EBV": group["ebv"][:][test].astype(np.float32),
+        "PDF": pdfs,
+        "Z_SPEC": z_spec[test].astype(np.float32),
+        "FOLD": fold[test].astype(np.int16),
+        f"MAG_{profile.reference_band.upper()}": group["mag_ref"][:][test].astype(np.float32),
+    }
     grid = profile.redshift_grid
     settings = f"trees={s['trees']} min_leaf={s['min_leaf']} aperture={s['aperture']} seed={s['seed']}"
-    header = {"MMZVERS": (__version__, "mmz version"), "CATKIND": ("oof", "tiles: survey sources; oof: out-of-fold"),
-              "PROFILE": (profile.name, "survey profile"), "RUN": ("colour-forest", "random forest on aperture colours"),
-              "RUNHASH": (hashlib.sha256(settings.encode()).hexdigest()[:16], "sha256 of the forest settings"),
-              "NMODELS": (s["folds"], "forests: each object predicted by its fold's"),
-              "FUSION": ("none", "not a CNN"), "MODALITY": (" ".join(labels), "forest features"),
-              "NBINS": (grid.n_bins, "redshift bins of the PDF"), "ZMIN": (grid.z_min, "lower edge of the grid"),
-              "ZMAX": (grid.z_max, "upper edge of the grid"),
-              "OUTLTHR": (profile.outlier_threshold, "|dz|/(1+z) outlier threshold of the survey"),
-              "REFBAND": (profile.reference_band, "reference band (magnitude limit)"),
-              "NTREES": (s["trees"], "trees per forest; PDF = histogram of their predictions"),
-              "MINLEAF": (s["min_leaf"], "min_samples_leaf"),
-              "APERDIAM": (s["aperture"], "[arcsec] aperture diameter, at the stamp centre"),
-              "MAGKIND": ("asinh", "Lupton et al. 1999; softening = median 1-sigma noise")}
+    header = {
+        "MMZVERS": (__version__, "mmz version"),
+        "CATKIND": ("oof", "tiles: survey sources; oof: out-of-fold"),
+        "PROFILE": (profile.name, "survey profile"),
+        "RUN": ("colour-forest", "random forest on aperture colours"),
+        "RUNHASH": (hashlib.sha256(settings.encode()).hexdigest()[:16], "sha256 of the forest settings"),
+        "NMODELS": (s["folds"], "forests: each object predicted by its fold's"),
+        "FUSION": ("none", "not a CNN"),
+        "MODALITY": (" ".join(labels), "forest features"),
+        "NBINS": (grid.n_bins, "redshift bins of the PDF"),
+        "ZMIN": (grid.z_min, "lower edge of the grid"),
+        "ZMAX": (grid.z_max, "upper edge of the grid"),
+        "OUTLTHR": (profile.outlier_threshold, "|dz|/(1+z) outlier threshold of the survey"),
+        "REFBAND": (profile.reference_band, "reference band (magnitude limit)"),
+        "NTREES": (s["trees"], "trees per forest; PDF = histogram of their predictions"),
+        "MINLEAF": (s["min_leaf"], "min_samples_leaf"),
+        "APERDIAM": (s["aperture"], "[arcsec] aperture diameter, at the stamp centre"),
+        "MAGKIND": ("asinh", "Lupton et al. 1999; softening = median 1-sigma noise"),
+    }
     write_photoz(catalogue, columns, edges, header)
-    write_json(folder / "forest.json", {"mmz_version": __version__, "features": labels,
-                                        "softening_flux": dict(zip(profile.band_names, softening.tolist())),
-                                        "aperture_arcsec": s["aperture"], "aperture_radius_px": float(phot["radius_px"]),
-                                        "noise_radius_px": float(phot["noise_radius_px"]),
-                                        "trees": s["trees"], "min_samples_leaf": s["min_leaf"],
-                                        "feature_importances": importances})
+    write_json(
+        folder / "forest.json",
+        {
+            "mmz_version": __version__,
+            "features": labels,
+            "softening_flux": dict(zip(profile.band_names, softening.tolist())),
+            "aperture_arcsec": s["aperture"],
+            "aperture_radius_px": float(phot["radius_px"]),
+            "noise_radius_px": float(phot["noise_radius_px"]),
+            "trees": s["trees"],
+            "min_samples_leaf": s["min_leaf"],
+            "feature_importances": importances,
+        },
+    )
     print(f"forest: {len(test)} out-of-fold objects -> {catalogue}")
 
 
 # ----------------------------------------------------------------------------- step 3: analyse
+
 
 def run_speed(run_dir: Path) -> dict:
     """Training samples/s and epochs of a finished run, from its metrics.json."""
     m = read_json(run_dir / "metrics.json", {})
     history = [h for model in m.get("models", []) for h in model["history"]]
     rates = [h["samples_per_s"] for h in history]
-    return {"models": len(m.get("models", [])), "epochs_trained": len(history),
-            "best_epochs": [model["best_epoch"] for model in m.get("models", [])],
-            "train_samples_per_s_mean": round(float(np.mean(rates)), 2) if rates else None,
-            "train_samples_per_s_range": [round(min(rates), 2), round(max(rates), 2)] if rates else None}
+    return {
+        "models": len(m.get("models", [])),
+        "epochs_trained": len(history),
+        "best_epochs": [model["best_epoch"] for model in m.get("models", [])],
+        "train_samples_per_s_mean": round(float(np.mean(rates)), 2) if rates else None,
+        "train_samples_per_s_range": [round(min(rates), 2), round(max(rates), 2)] if rates else None,
+    }
 
 
 def step_analyse(study: Study) -> dict:
@@ -453,8 +566,19 @@ def step_analyse(study: Study) -> dict:
         if check.returncode != 0:
             sys.exit(f"analyse: 'mmz {name}' is not available in this checkout yet; run --step analyse later")
 
-    evaluated = json.loads(mmz(study, "evaluate", "-q", "evaluate", *map(str, cats.values()),
-                               "-o", str(root / "evaluate"), "--json", capture=True))
+    evaluated = json.loads(
+        mmz(
+            study,
+            "evaluate",
+            "-q",
+            "evaluate",
+            *map(str, cats.values()),
+            "-o",
+            str(root / "evaluate"),
+            "--json",
+            capture=True,
+        )
+    )
     report = read_json(root / "evaluate" / "metrics.json")
     by_path = {c["path"]: c for c in report["catalogs"]}
     metrics = {}
@@ -464,9 +588,24 @@ def step_analyse(study: Study) -> dict:
         metrics[m] = {"overall": overall, **{k: full.get(k) for k in ("by_mag", "by_z_spec", "by_z_phot", "pit")}}
     boot = {}
     for base, other in PAIRS:
-        out = json.loads(mmz(study, f"bootstrap-{base}-vs-{other}", "-q", "bootstrap", str(cats[base]),
-                             str(cats[other]), "-K", str(s["resamples"]), "--seed", str(s["seed"]),
-                             "-o", str(root / "bootstrap" / f"{base}-vs-{other}"), "--json", capture=True))
+        out = json.loads(
+            mmz(
+                study,
+                f"bootstrap-{base}-vs-{other}",
+                "-q",
+                "bootstrap",
+                str(cats[base]),
+                str(cats[other]),
+                "-K",
+                str(s["resamples"]),
+                "--seed",
+                str(s["seed"]),
+                "-o",
+                str(root / "bootstrap" / f"{base}-vs-{other}"),
+                "--json",
+                capture=True,
+            )
+        )
         full = read_json(root / "bootstrap" / f"{base}-vs-{other}" / "bootstrap.json", {})
         boot[f"{other}_vs_{base}"] = {k: {**v, "delta_ci95": full.get(k, {}).get("delta_ci95")} for k, v in out.items()}
         boot[f"{other}_vs_{base}"]["n"] = full.get("n")
@@ -477,13 +616,19 @@ def step_analyse(study: Study) -> dict:
     targets = {
         "multimodal_beats_baseline": {
             "rule": f"sigma_MAD(multimodal) < sigma_MAD(baseline) with paired-bootstrap p < {P_TARGET}",
-            "sigma_mad_baseline": sig["baseline"], "sigma_mad_multimodal": sig["multimodal"], "p_value": p_mm,
-            "met": bool(sig["multimodal"] < sig["baseline"] and p_mm < P_TARGET)},
+            "sigma_mad_baseline": sig["baseline"],
+            "sigma_mad_multimodal": sig["multimodal"],
+            "p_value": p_mm,
+            "met": bool(sig["multimodal"] < sig["baseline"] and p_mm < P_TARGET),
+        },
         "cnn_vs_forest": {
             "rule": f"sigma_MAD(multimodal CNN) <= {FOREST_RATIO_TARGET} x sigma_MAD(colour forest)",
-            "ratio": ratios["multimodal/forest"], "baseline_ratio": ratios["baseline/forest"],
+            "ratio": ratios["multimodal/forest"],
+            "baseline_ratio": ratios["baseline/forest"],
             "met": bool(ratios["multimodal/forest"] <= FOREST_RATIO_TARGET),
-            "baseline_met": bool(ratios["baseline/forest"] <= FOREST_RATIO_TARGET)}}
+            "baseline_met": bool(ratios["baseline/forest"] <= FOREST_RATIO_TARGET),
+        },
+    }
 
     group = open_store(cubes_path(root))
     profile = study.profile()
@@ -491,22 +636,39 @@ def step_analyse(study: Study) -> dict:
     result = {
         "simulated": True,
         "note": "Every figure here comes from a survey simulated by mmz simulate, not from real data.",
-        "profile": profile.name, "mmz_version": __version__, "written": now(), "study_dir": str(root),
-        "settings": {**{k: v for k, v in s.items()}, "objects": int(group["cubes"].shape[0]),
-                     "labelled": len(labelled_rows(group)), "n_out_of_fold": metrics["baseline"]["overall"]["n"],
-                     "outlier_threshold": profile.outlier_threshold, "reference_band": profile.reference_band,
-                     "mag_limit": HSC9_MAG_LIMIT if s["profile"] == "hsc9" else profile.reference_mag_limit,
-                     "seeds": {"simulation": s["seed"], "forest": f"{s['seed']} x 100 + fold",
-                               "bootstrap": s["seed"], "cnn": "fold and epoch (mmz train; one model per fold)"},
-                     "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()}},
+        "profile": profile.name,
+        "mmz_version": __version__,
+        "written": now(),
+        "study_dir": str(root),
+        "settings": {
+            **dict(s),
+            "objects": int(group["cubes"].shape[0]),
+            "labelled": len(labelled_rows(group)),
+            "n_out_of_fold": metrics["baseline"]["overall"]["n"],
+            "outlier_threshold": profile.outlier_threshold,
+            "reference_band": profile.reference_band,
+            "mag_limit": HSC9_MAG_LIMIT if s["profile"] == "hsc9" else profile.reference_mag_limit,
+            "seeds": {
+                "simulation": s["seed"],
+                "forest": f"{s['seed']} x 100 + fold",
+                "bootstrap": s["seed"],
+                "cnn": "fold and epoch (mmz train; one model per fold)",
+            },
+            "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        },
         "training": {m: run_speed(root / "runs" / m) for m in ("baseline", "multimodal")},
         "wall_seconds": wall,
-        "metrics": metrics, "bootstrap": boot, "ratios": ratios, "targets": targets,
+        "metrics": metrics,
+        "bootstrap": boot,
+        "ratios": ratios,
+        "targets": targets,
         "forest": read_json(root / "forest" / "forest.json"),
     }
     if s["profile"] == "sdss":
-        result["paper_table2"] = [{"method": name, "sigma_mad_1e3": a, "eta_pct": b, "bias_1e3": c, "data": "real SDSS MGS"}
-                                  for name, a, b, c in PAPER_TABLE2]
+        result["paper_table2"] = [
+            {"method": name, "sigma_mad_1e3": a, "eta_pct": b, "bias_1e3": c, "data": "real SDSS MGS"}
+            for name, a, b, c in PAPER_TABLE2
+        ]
     write_json(root / "accuracy.json", result)
     print_report(result)
     print(f"\nwrote {root / 'accuracy.json'}; plots in {root / 'evaluate'} and {root / 'bootstrap'}")
@@ -515,15 +677,20 @@ def step_analyse(study: Study) -> dict:
 
 # ----------------------------------------------------------------------------- printing (markdown, for the docs)
 
-LABELS = {"baseline": "baseline CNN", "multimodal": "multimodal CNN (2-band, 1st order, early)",
-          "forest": "colour forest (aperture asinh mags)"}
+LABELS = {
+    "baseline": "baseline CNN",
+    "multimodal": "multimodal CNN (2-band, 1st order, early)",
+    "forest": "colour forest (aperture asinh mags)",
+}
 
 
 def print_report(r: dict) -> None:
     s, m = r["settings"], r["metrics"]
-    print(f"\n## Accuracy study, SIMULATED {r['profile']} ({s['labelled']} labelled galaxies, "
-          f"{s['n_out_of_fold']} predicted out of fold; {s['folds']} fold(s), width {s['width']:g}, "
-          f"{s['epochs']} epochs, norm {s['norm']}, {'bf16' if s['amp'] else 'fp32'})\n")
+    print(
+        f"\n## Accuracy study, SIMULATED {r['profile']} ({s['labelled']} labelled galaxies, "
+        f"{s['n_out_of_fold']} predicted out of fold; {s['folds']} fold(s), width {s['width']:g}, "
+        f"{s['epochs']} epochs, norm {s['norm']}, {'bf16' if s['amp'] else 'fp32'})\n"
+    )
     thr = s["outlier_threshold"]
     print(f"| model | σ_MAD | η (\\|Δz\\| ≥ {thr:g}) | bias | CRPS | σ_MAD / forest's |")
     print("|---|---|---|---|---|---|")
@@ -531,9 +698,13 @@ def print_report(r: dict) -> None:
         o = m[k]["overall"]
         err = f" ± {o['sigma_mad_err']:.4f}" if o.get("sigma_mad_err") is not None else ""
         ratio = o["sigma_mad"] / m["forest"]["overall"]["sigma_mad"]
-        print(f"| {LABELS[k]} | {o['sigma_mad']:.4f}{err} | {100 * o['eta']:.2f}% | {o['bias']:+.4f} | "
-              f"{o.get('crps', float('nan')):.4f} | {ratio:.2f} |")
-    print("\nPaired bootstrap (paper App. D), p = freq(δ_b − δ ≥ δ), δ = M(base) − M(other) > 0 when OTHER is better:\n")
+        print(
+            f"| {LABELS[k]} | {o['sigma_mad']:.4f}{err} | {100 * o['eta']:.2f}% | {o['bias']:+.4f} | "
+            f"{o.get('crps', float('nan')):.4f} | {ratio:.2f} |"
+        )
+    print(
+        "\nPaired bootstrap (paper App. D), p = freq(δ_b − δ ≥ δ), δ = M(base) − M(other) > 0 when OTHER is better:\n"
+    )
     print("| other vs base | σ_MAD gain | p | η gain | p | \\|bias\\| gain | p |")
     print("|---|---|---|---|---|---|---|")
     for key, b in r["bootstrap"].items():
@@ -556,34 +727,49 @@ def print_report(r: dict) -> None:
     t = r["targets"]
     a, b = t["multimodal_beats_baseline"], t["cnn_vs_forest"]
     print("\nTargets:")
-    print(f"- multimodal σ_MAD below the baseline's with p < {P_TARGET}: {a['sigma_mad_multimodal']:.4f} vs "
-          f"{a['sigma_mad_baseline']:.4f}, p = {a['p_value']:.4f} -> {'MET' if a['met'] else 'NOT MET'}")
-    print(f"- CNN σ_MAD ≤ {FOREST_RATIO_TARGET}× the colour forest's: multimodal {b['ratio']:.2f}× "
-          f"({'MET' if b['met'] else 'NOT MET'}), baseline {b['baseline_ratio']:.2f}× "
-          f"({'met' if b['baseline_met'] else 'not met'})")
+    print(
+        f"- multimodal σ_MAD below the baseline's with p < {P_TARGET}: {a['sigma_mad_multimodal']:.4f} vs "
+        f"{a['sigma_mad_baseline']:.4f}, p = {a['p_value']:.4f} -> {'MET' if a['met'] else 'NOT MET'}"
+    )
+    print(
+        f"- CNN σ_MAD ≤ {FOREST_RATIO_TARGET}× the colour forest's: multimodal {b['ratio']:.2f}× "
+        f"({'MET' if b['met'] else 'NOT MET'}), baseline {b['baseline_ratio']:.2f}× "
+        f"({'met' if b['baseline_met'] else 'not met'})"
+    )
     if "paper_table2" in r:
-        print("\nBeside the paper's Table 2 (SDSS MGS r ≤ 17.8; σ_MAD and bias in 10⁻³, η(|Δz| ≥ 0.05) in %). "
-              "The paper's rows are REAL data; ours are SIMULATED:\n")
+        print(
+            "\nBeside the paper's Table 2 (SDSS MGS r ≤ 17.8; σ_MAD and bias in 10⁻³, η(|Δz| ≥ 0.05) in %). "
+            "The paper's rows are REAL data; ours are SIMULATED:\n"
+        )
         print("| method | data | σ_MAD (10⁻³) | η (%) | bias (10⁻³) |")
         print("|---|---|---|---|---|")
         for row in r["paper_table2"]:
-            print(f"| {row['method']} | real | {row['sigma_mad_1e3']:.2f} | {row['eta_pct']:.2f} | {row['bias_1e3']:+.2f} |")
+            print(
+                f"| {row['method']} | real | {row['sigma_mad_1e3']:.2f} | {row['eta_pct']:.2f} "
+                f"| {row['bias_1e3']:+.2f} |"
+            )
         for k in MODELS:
             o = m[k]["overall"]
-            print(f"| {LABELS[k]}, this study | **simulated** | {1e3 * o['sigma_mad']:.2f} | {100 * o['eta']:.2f} | "
-                  f"{1e3 * o['bias']:+.2f} |")
+            print(
+                f"| {LABELS[k]}, this study | **simulated** | {1e3 * o['sigma_mad']:.2f} | {100 * o['eta']:.2f} | "
+                f"{1e3 * o['bias']:+.2f} |"
+            )
     print("\nTraining speed (samples/s, mean over epochs) and wall times (s, summed over sessions):")
     for k, v in r["training"].items():
-        print(f"- {k}: {v['train_samples_per_s_mean']} samples/s over {v['epochs_trained']} epochs "
-              f"(best epochs {v['best_epochs']})")
+        print(
+            f"- {k}: {v['train_samples_per_s_mean']} samples/s over {v['epochs_trained']} epochs "
+            f"(best epochs {v['best_epochs']})"
+        )
     print("- " + ", ".join(f"{k} {v:.0f}" for k, v in r["wall_seconds"].items()))
 
 
 # ----------------------------------------------------------------------------- main
 
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--profile", choices=("hsc9", "sdss"), required=True)
     p.add_argument("-n", type=int, help=f"spectroscopic galaxies to simulate [{DEFAULTS['n']}]")
     p.add_argument("--dir", help="study directory [~/mmz-accuracy/<profile>-<n>]")
@@ -597,8 +783,12 @@ def parse_args(argv=None):
     p.add_argument("--aperture", type=float, help="aperture diameter, arcsec [hsc9 2, sdss 3]")
     p.add_argument("--resamples", "-K", type=int, help=f"bootstrap resamples [{DEFAULTS['resamples']}]")
     p.add_argument("--jobs", "-j", type=int, default=2, help="processes for simulate/build-cubes, forest threads [2]")
-    p.add_argument("--step", choices=("all", "data", "train", "forest", "analyse"), default="all",
-                   help="train = both CNNs and the forest; forest = the forest alone")
+    p.add_argument(
+        "--step",
+        choices=("all", "data", "train", "forest", "analyse"),
+        default="all",
+        help="train = both CNNs and the forest; forest = the forest alone",
+    )
     return p.parse_args(argv)
 
 

@@ -59,14 +59,15 @@ def main() -> None:
     data = synthetic(args.n)
     for _ in range(args.repeat):
         start = time.perf_counter()
-        result, _ = bootstrap.bootstrap_metrics(*data, threshold=0.15, resamples=args.K, seed=0,
-                                                threads=args.threads)
+        result, _ = bootstrap.bootstrap_metrics(*data, threshold=0.15, resamples=args.K, seed=0, threads=args.threads)
         seconds = time.perf_counter() - start
         print(f"K = {args.K}, n = {args.n}, threads = {args.threads} ({os.cpu_count()} CPUs): {seconds:.2f} s")
     for key in bootstrap.METRICS:
         r = result[key]
-        print(f"  {key:9s} base {r['base']:.5f}  other {r['other']:.5f}  gain {100 * r['gain']:+6.2f} %  "
-              f"p = {r['p_value']:.4f}")
+        print(
+            f"  {key:9s} base {r['base']:.5f}  other {r['other']:.5f}  gain {100 * r['gain']:+6.2f} %  "
+            f"p = {r['p_value']:.4f}"
+        )
 
 
 if __name__ == "__main__":

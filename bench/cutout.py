@@ -25,8 +25,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from mmzcli.cutout import cut_block, run_cutout
-from mmzcli.tiles import assign_images, expand_tiles, index_tiles
 from mmzcli.profiles import load_profile
+from mmzcli.tiles import assign_images, expand_tiles, index_tiles
 
 RA0, DEC0 = 35.0, -4.5
 
@@ -65,7 +65,7 @@ def floor_rate(images, ra, dec, stamp: int) -> float:
     start = time.perf_counter()
     for i in range(len(ra)):
         for b, d in enumerate(data):
-            out[i, b] = d[y0[i]:y0[i] + stamp, x0[i]:x0[i] + stamp]
+            out[i, b] = d[y0[i] : y0[i] + stamp, x0[i] : x0[i] + stamp]
     return len(ra) * len(images) / (time.perf_counter() - start)
 
 
@@ -73,15 +73,15 @@ def extraction_rate(images, profile, ra, dec) -> float:
     assignment = assign_images(images, ra, dec, profile.band_names)
     start = time.perf_counter()
     for s in range(0, len(ra), 256):
-        cut_block(images, assignment[s:s + 256], ra[s:s + 256], dec[s:s + 256], profile.cutout_size,
-                  profile.pixel_scale)
+        cut_block(
+            images, assignment[s : s + 256], ra[s : s + 256], dec[s : s + 256], profile.cutout_size, profile.pixel_scale
+        )
     return len(ra) * len(images) / (time.perf_counter() - start)
 
 
 def pipeline_rate(paths, catalog, profile, out: Path, jobs: int) -> float:
     start = time.perf_counter()
-    run_cutout(paths, catalog, profile, out, size=None, columns={"id": "ID", "ra": "RA", "dec": "DEC"},
-               jobs=jobs)
+    run_cutout(paths, catalog, profile, out, size=None, columns={"id": "ID", "ra": "RA", "dec": "DEC"}, jobs=jobs)
     return len(Table.read(catalog)) * len(profile.bands) / (time.perf_counter() - start)
 
 
@@ -103,8 +103,10 @@ def main():
         Table({"ID": np.arange(args.sources), "RA": ra, "DEC": dec}).write(catalog)
         aligned = write_tiles(tmp / "aligned", profile, args.size, profile.pixel_scale, 0.0)
         rotated = write_tiles(tmp / "rotated", profile, args.size, 0.15, 20.0)
-        print(f"{len(profile.bands)} bands of {args.size}x{args.size} px, {args.sources} sources, "
-              f"{profile.cutout_size}-px stamps (profile {profile.name})")
+        print(
+            f"{len(profile.bands)} bands of {args.size}x{args.size} px, {args.sources} sources, "
+            f"{profile.cutout_size}-px stamps (profile {profile.name})"
+        )
         for label, paths in (("aligned", aligned), ("resampled", rotated)):
             images = index_tiles(expand_tiles(paths), profile)
             extraction_rate(images, profile, ra[:300], dec[:300])  # warm page cache and caches

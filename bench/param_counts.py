@@ -61,18 +61,32 @@ def rows(**overrides):
 def extras(**o):
     yield "2 bands 1st order, early, cross fusion", count(variant_config("mm2-early", fusion_type="cross", **o))
     yield "orders 1+2, early, cross fusion (Fig. 2)", count(variant_config("mm2-o12-early", fusion_type="cross", **o))
-    yield "2 bands 1st order + all-band modality (§7.3)", count(
-        variant_config("mm2-early", modalities=modalities_from_profile(HSC9_BANDS, 2, all_band=True), **o))
-    yield "2 bands + 9 single-band modalities, dropout (§7.4)", count(
-        variant_config("mm2-early", modalities=modalities_from_profile(HSC9_BANDS, 2, single_band=True),
-                       modality_dropout=True, **o))
+    yield (
+        "2 bands 1st order + all-band modality (§7.3)",
+        count(variant_config("mm2-early", modalities=modalities_from_profile(HSC9_BANDS, 2, all_band=True), **o)),
+    )
+    yield (
+        "2 bands + 9 single-band modalities, dropout (§7.4)",
+        count(
+            variant_config(
+                "mm2-early",
+                modalities=modalities_from_profile(HSC9_BANDS, 2, single_band=True),
+                modality_dropout=True,
+                **o,
+            )
+        ),
+    )
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table (for docs/model.md)")
-    ap.add_argument("--norm", default="none", choices=["none", "batch"],
-                    help="count with batch-norm in every conv unit (adds 2 parameters per channel)")
+    ap.add_argument(
+        "--norm",
+        default="none",
+        choices=["none", "batch"],
+        help="count with batch-norm in every conv unit (adds 2 parameters per channel)",
+    )
     args = ap.parse_args()
     table = list(rows(norm=args.norm))
     if args.markdown:
@@ -86,8 +100,10 @@ def main():
         for label, n in extras(norm=args.norm):
             print(f"| {label} | {n / 1e6:.3f} |")
     else:
-        print(f"{'variant':20s} {'configuration':36s} {'ours(180)':>10s} {'paper':>7s} {'diff':>6s} "
-              f"{'ours(400)':>10s} {'diff':>6s}")
+        print(
+            f"{'variant':20s} {'configuration':36s} {'ours(180)':>10s} {'paper':>7s} {'diff':>6s} "
+            f"{'ours(400)':>10s} {'diff':>6s}"
+        )
         for name, label, n, paper, d, n4, d4 in table:
             print(f"{name:20s} {label:36s} {n / 1e6:10.3f} {paper:7.2f} {d:+5.1f}% {n4 / 1e6:10.3f} {d4:+5.1f}%")
         worst = max(abs(r[4]) for r in table)

@@ -28,8 +28,26 @@ import yaml
 
 def simulate(profile: str, n: int, where: Path, tile_size: int) -> Path:
     project = where / f"{profile}-{n}-{tile_size}"
-    subprocess.run([sys.executable, "-m", "mmzcli", "-q", "simulate", "--profile", profile, "-n", str(n),
-                    "--tile-size", str(tile_size), "--project", str(project), "-j", "2"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmzcli",
+            "-q",
+            "simulate",
+            "--profile",
+            profile,
+            "-n",
+            str(n),
+            "--tile-size",
+            str(tile_size),
+            "--project",
+            str(project),
+            "-j",
+            "2",
+        ],
+        check=True,
+    )
     return project
 
 
@@ -49,8 +67,10 @@ def write_run(project: Path, width: float) -> str:
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"profile": profile.name}))
     (run / "profile.yaml").write_text(yaml.safe_dump(profile.to_dict(), sort_keys=False))
-    torch.save(checkpoint_of(MODEL_FORMAT, {"model": PhotoZNet(config).state_dict(), "config": asdict(config),
-                                            "metrics": {}}), run / "fold0_seed0.pt")
+    torch.save(
+        checkpoint_of(MODEL_FORMAT, {"model": PhotoZNet(config).state_dict(), "config": asdict(config), "metrics": {}}),
+        run / "fold0_seed0.pt",
+    )
     return name
 
 
@@ -71,13 +91,18 @@ def timed_predict(project: Path, run: str, jobs: int) -> dict:
     runs.Ensemble.predict = counting
     out = project / f"{run}.fits"
     start = time.perf_counter()
-    options = predict.PredictOptions(project=project, run=run, catalog=project / "specz.fits", jobs=jobs,
-                                     overwrite=True)
+    options = predict.PredictOptions(
+        project=project, run=run, catalog=project / "specz.fits", jobs=jobs, overwrite=True
+    )
     summary = predict.predict_tiles(sorted((project / "tiles").glob("*.fits")), out, options)
     wall = time.perf_counter() - start
     runs.Ensemble.predict = original
-    return {"galaxies": summary["rows"], "wall_s": wall, "galaxies_per_s": summary["rows"] / wall,
-            "model_share": inside / wall}
+    return {
+        "galaxies": summary["rows"],
+        "wall_s": wall,
+        "galaxies_per_s": summary["rows"] / wall,
+        "model_share": inside / wall,
+    }
 
 
 def main() -> None:
@@ -119,13 +144,33 @@ def measure_rss(project: Path, run: str) -> float:
     (Not ru_maxrss: Linux carries the parent's resident size at fork over into it.)
     """
     out = project / "memory.fits"
-    code = ("import sys\nfrom mmzcli.cli import main\ntry:\n    main(sys.argv[1:])\n"
-            "except SystemExit as exc:\n    assert exc.code in (0, None)\n"
-            "print('RSS', [x.split()[1] for x in open('/proc/self/status') if x.startswith('VmHWM')][0])")
-    result = subprocess.run([sys.executable, "-c", code, "-q", "predict",
-                             *map(str, sorted((project / "tiles").glob("*.fits"))), "--catalog",
-                             str(project / "specz.fits"), "-o", str(out), "--project", str(project), "--run", run,
-                             "--overwrite"], check=True, capture_output=True, text=True)
+    code = (
+        "import sys\nfrom mmzcli.cli import main\ntry:\n    main(sys.argv[1:])\n"
+        "except SystemExit as exc:\n    assert exc.code in (0, None)\n"
+        "print('RSS', [x.split()[1] for x in open('/proc/self/status') if x.startswith('VmHWM')][0])"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "-q",
+            "predict",
+            *map(str, sorted((project / "tiles").glob("*.fits"))),
+            "--catalog",
+            str(project / "specz.fits"),
+            "-o",
+            str(out),
+            "--project",
+            str(project),
+            "--run",
+            run,
+            "--overwrite",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     line = [x for x in result.stdout.splitlines() if x.startswith("RSS")][-1]
     return int(line.split()[1]) / 1024
 

@@ -51,22 +51,41 @@ EBV_MONO = 0.01  # monochromatic E(B-V) at which the band integrals are evaluate
 
 # SF11 Table 6 (R_V = 3.1) values used to validate the method.
 SF11_TABLE6 = {
-    "sdss_u0": 4.239, "sdss_g0": 3.303, "sdss_r0": 2.285, "sdss_i0": 1.698, "sdss_z0": 1.263,
-    "panstarrs_g": 3.172, "panstarrs_r": 2.271, "panstarrs_i": 1.682, "panstarrs_z": 1.322,
+    "sdss_u0": 4.239,
+    "sdss_g0": 3.303,
+    "sdss_r0": 2.285,
+    "sdss_i0": 1.698,
+    "sdss_z0": 1.263,
+    "panstarrs_g": 3.172,
+    "panstarrs_r": 2.271,
+    "panstarrs_i": 1.682,
+    "panstarrs_z": 1.322,
     "panstarrs_y": 1.087,
-    "ukirt_wfcam_J": 0.709, "ukirt_wfcam_H": 0.449, "ukirt_wfcam_K": 0.302,
+    "ukirt_wfcam_J": 0.709,
+    "ukirt_wfcam_H": 0.449,
+    "ukirt_wfcam_K": 0.302,
 }
 
 # Bands of the shipped profiles: (profile, band, filter id).
 PROFILE_BANDS = [
-    ("sdss", "u", "sdss_u0"), ("sdss", "g", "sdss_g0"), ("sdss", "r", "sdss_r0"),
-    ("sdss", "i", "sdss_i0"), ("sdss", "z", "sdss_z0"),
-    ("cfhtls", "u", "cfht_megacam_us_9301"), ("cfhtls", "g", "cfht_megacam_gs_9401"),
-    ("cfhtls", "r", "cfht_megacam_rs_9601"), ("cfhtls", "i", "cfht_megacam_is_9701"),
+    ("sdss", "u", "sdss_u0"),
+    ("sdss", "g", "sdss_g0"),
+    ("sdss", "r", "sdss_r0"),
+    ("sdss", "i", "sdss_i0"),
+    ("sdss", "z", "sdss_z0"),
+    ("cfhtls", "u", "cfht_megacam_us_9301"),
+    ("cfhtls", "g", "cfht_megacam_gs_9401"),
+    ("cfhtls", "r", "cfht_megacam_rs_9601"),
+    ("cfhtls", "i", "cfht_megacam_is_9701"),
     ("cfhtls", "z", "cfht_megacam_zs_9801"),
-    ("hsc6", "u", "speclite:cfht_megacam-u"), ("hsc6", "g", "hsc_g"), ("hsc6", "r", "hsc_r"),
-    ("hsc6", "i", "hsc_i"), ("hsc6", "z", "hsc_z"), ("hsc6", "y", "hsc_y"),
-    ("hsc9", "J", "vista_vircam_J"), ("hsc9", "H", "vista_vircam_H"),
+    ("hsc6", "u", "speclite:cfht_megacam-u"),
+    ("hsc6", "g", "hsc_g"),
+    ("hsc6", "r", "hsc_r"),
+    ("hsc6", "i", "hsc_i"),
+    ("hsc6", "z", "hsc_z"),
+    ("hsc6", "y", "hsc_y"),
+    ("hsc9", "J", "vista_vircam_J"),
+    ("hsc9", "H", "vista_vircam_H"),
     ("hsc9", "Ks", "vista_vircam_Ks"),
 ]
 
@@ -77,7 +96,7 @@ CROSS_CHECK = [("u*", "cfht_megacam_us_9301"), ("u*", "speclite:cfht_megacam-ust
 def _blackbody(wave_aa: np.ndarray, temperature: float) -> np.ndarray:
     """B_lambda up to a constant (the constant cancels in every ratio below)."""
     hc_over_k = 1.4387769e8  # h c / k in Angstrom K
-    return wave_aa ** -5 / np.expm1(hc_over_k / (wave_aa * temperature))
+    return wave_aa**-5 / np.expm1(hc_over_k / (wave_aa * temperature))
 
 
 def wavelengths(filter_id: str) -> tuple[float, float]:
@@ -109,8 +128,10 @@ def r_coefficient(filter_id: str) -> float:
 
 
 def main() -> None:
-    print(f"Broadband E(B-V) / monochromatic E(B-V) for a {SOURCE_TEMPERATURE:.0f} K source: "
-          f"{broadband_ebv() / EBV_MONO:.4f}")
+    print(
+        f"Broadband E(B-V) / monochromatic E(B-V) for a {SOURCE_TEMPERATURE:.0f} K source: "
+        f"{broadband_ebv() / EBV_MONO:.4f}"
+    )
     print("\nValidation against Schlafly & Finkbeiner (2011) Table 6, R_V = 3.1")
     print(f"{'filter':<16}{'SF11':>8}{'this':>8}{'diff':>9}")
     for filter_id, ref in SF11_TABLE6.items():

@@ -31,9 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mmzcli.profiles import load_profile
-from mmzcli.sim.population import Kind
-from mmzcli.sim.survey import simulate_survey, spectroscopic_catalog
+from mmzcli.profiles import load_profile  # noqa: E402  (after the sys.path line: the bench runs from a checkout)
+from mmzcli.sim.population import Kind  # noqa: E402
+from mmzcli.sim.survey import simulate_survey, spectroscopic_catalog  # noqa: E402
 
 IMG = ROOT / "docs" / "img"
 
@@ -92,8 +92,13 @@ def dropouts(profile: str, n: int = 20000, seed: int = 3):
     rows = {}
     for lo, hi in DROPOUT_BINS:
         s = (z > lo) & (z < hi)
-        rows[lo, hi] = (int(s.sum()), np.mean(true[s] > 1.5), np.median(true[s]),
-                        np.mean(noisy[s] > 1.5), np.median(noisy[s]))
+        rows[lo, hi] = (
+            int(s.sum()),
+            np.mean(true[s] > 1.5),
+            np.median(true[s]),
+            np.mean(noisy[s] > 1.5),
+            np.median(noisy[s]),
+        )
     return (z, true, noisy), rows
 
 
@@ -121,8 +126,10 @@ def dropout_physics(n: int = 20000, seed: int = 4):
         counts = np.cumsum(ft / fw * np.gradient(fw))
         counts /= counts[-1]
         redward[name] = {z: 1 - np.interp(912 * (1 + z), fw, counts) for z in (2.8, 3.0, 3.2)}
-    igm = {window: float(igm_transmission(np.linspace(*window, 200) * 4, 3.0).mean())
-           for window in ((1050, 1170), (920, 1015), (700, 911))}
+    igm = {
+        window: float(igm_transmission(np.linspace(*window, 200) * 4, 3.0).mean())
+        for window in ((1050, 1170), (920, 1015), (700, 911))
+    }
     filters = (*u_filters.values(), prof.band("g").filter, prof.band("i").filter)
     g = len(u_filters)
     fractions = {}
@@ -144,8 +151,9 @@ def dropout_physics(n: int = 20000, seed: int = 4):
 
 def _running_median(x, y, edges):
     centres = (edges[1:] + edges[:-1]) / 2
-    return centres, [np.median(y[(x >= a) & (x < b)]) if np.any((x >= a) & (x < b)) else np.nan
-                     for a, b in pairwise(edges)]
+    return centres, [
+        np.median(y[(x >= a) & (x < b)]) if np.any((x >= a) & (x < b)) else np.nan for a, b in pairwise(edges)
+    ]
 
 
 def plot_colours(tracks, sample, rows, curves):
@@ -157,8 +165,13 @@ def plot_colours(tracks, sample, rows, curves):
     ax[0].scatter(z[red], ri[red], s=2, c="C0", alpha=0.3, label="r-i (red)")
     ax[0].plot(bins + 0.025, med_gr, "C3-", bins + 0.025, med_ri, "C0-")
     ax[0].axvspan(0.35, 0.45, color="0.85", zorder=-1)
-    ax[0].set(xlim=(0, 0.9), ylim=(-0.2, 2.4), xlabel="z", ylabel="colour (cfhtls bands)",
-              title="4000 Å break of red galaxies")
+    ax[0].set(
+        xlim=(0, 0.9),
+        ylim=(-0.2, 2.4),
+        xlabel="z",
+        ylabel="colour (cfhtls bands)",
+        title="4000 Å break of red galaxies",
+    )
     ax[0].legend(markerscale=5)
     zz, true, noisy = sample
     ax[1].scatter(zz, noisy, s=1, alpha=0.2, c="k", label="catalogue (noisy)")
@@ -171,8 +184,13 @@ def plot_colours(tracks, sample, rows, curves):
     ax[1].axhline(1.5, color="C3")
     ax[1].axvspan(2.7, 3.3, color="0.9", zorder=-1)
     _, f_true, _, f_noisy, _ = rows[2.7, 3.3]
-    ax[1].set(xlim=(0, 4.2), ylim=(-1, 5), xlabel="z", ylabel="u - g (hsc6: MegaCam u.MP9302, HSC g)",
-              title=f"2.7<z<3.3: u-g>1.5 for {f_true:.0%} (true), {f_noisy:.0%} (noisy)")
+    ax[1].set(
+        xlim=(0, 4.2),
+        ylim=(-1, 5),
+        xlabel="z",
+        ylabel="u - g (hsc6: MegaCam u.MP9302, HSC g)",
+        title=f"2.7<z<3.3: u-g>1.5 for {f_true:.0%} (true), {f_noisy:.0%} (noisy)",
+    )
     ax[1].legend(loc="upper left", markerscale=5)
     fig.tight_layout()
     fig.savefig(IMG / "sim_colours.png", dpi=90)
@@ -180,6 +198,7 @@ def plot_colours(tracks, sample, rows, curves):
 
 
 # ----------------------------------------------------------------------------- images
+
 
 def _psf(fwhm, scale, beta=3.5, n=25, offset=(0.0, 0.0)):
     import galsim
@@ -202,7 +221,7 @@ def star_fwhms(project: Path, band, truth, half: int = 12) -> list[float]:
     from scipy.optimize import least_squares
     from scipy.spatial import cKDTree
 
-    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
     out = []
     for tile in np.unique(np.asarray(truth["TILE"])):
         path = project / "tiles" / f"tile-{tile:04d}-{band.name}.fits"
@@ -220,11 +239,10 @@ def star_fwhms(project: Path, band, truth, half: int = 12) -> list[float]:
         stars = np.flatnonzero((truth["KIND"][on] == Kind.STAR) & inside & covered & (mags < band.depth - 2.5))
         for s in stars:
             near = [j for j in tree.query_ball_point([x[s], y[s]], 2 * half) if j != s]
-            if any(mags[j] < mags[s] + 2 or np.hypot(x[j] - x[s], y[j] - y[s]) < 2 * fwhm + 2 * size[j]
-                   for j in near):
+            if any(mags[j] < mags[s] + 2 or np.hypot(x[j] - x[s], y[j] - y[s]) < 2 * fwhm + 2 * size[j] for j in near):
                 continue
             ix, iy = round(x[s]), round(y[s])
-            cut = data[iy - half:iy + half + 1, ix - half:ix + half + 1]
+            cut = data[iy - half : iy + half + 1, ix - half : ix + half + 1]
             fit_px = np.ones(cut.shape, bool)
             for j in near:
                 fit_px &= np.hypot(xx - (x[j] - ix), yy - (y[j] - iy)) > 1.5 * fwhm + 3 * size[j]
@@ -232,10 +250,13 @@ def star_fwhms(project: Path, band, truth, half: int = 12) -> list[float]:
             def resid(p, cut=cut, fit_px=fit_px):
                 amp, x0, y0, fw, beta = p
                 alpha = fw / (2 * np.sqrt(2 ** (1 / beta) - 1))
-                return (amp * (1 + ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha ** 2) ** -beta - cut)[fit_px]
+                return (amp * (1 + ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha**2) ** -beta - cut)[fit_px]
 
-            fit = least_squares(resid, [cut.max(), x[s] - ix, y[s] - iy, fwhm, 3.0],
-                                bounds=([0, -3, -3, 0.5, 1.2], [np.inf, 3, 3, 30, 20]))
+            fit = least_squares(
+                resid,
+                [cut.max(), x[s] - ix, y[s] - iy, fwhm, 3.0],
+                bounds=([0, -3, -3, 0.5, 1.2], [np.inf, 3, 3, 30, 20]),
+            )
             out.append(fit.x[3] * scale)
     return out
 
@@ -251,7 +272,7 @@ def image_checks(project: Path, profile: str):
     truth = Table.read(project / "truth.fits")
     rng = np.random.default_rng(0)
     rows = []
-    for b, band in enumerate(prof.bands):
+    for band in prof.bands:
         hdr = fits.getheader(project / "tiles" / f"tile-0000-{band.name}.fits")
         data = fits.getdata(project / "tiles" / f"tile-0000-{band.name}.fits").astype(float)
         wcs = WCS(hdr)
@@ -268,8 +289,12 @@ def image_checks(project: Path, profile: str):
         py = rng.uniform(40, data.shape[0] - 40, 20000).astype(int)
         dist, idx = tree.query(np.column_stack([px, py]))
         empty = dist > 6 * band.psf_fwhm / scale + 5 * size[idx]
-        fluxes = np.array([np.sum(psf * data[j - h:j + h + 1, i - h:i + h + 1]) / np.sum(psf ** 2)
-                           for i, j in zip(px[empty], py[empty])])
+        fluxes = np.array(
+            [
+                np.sum(psf * data[j - h : j + h + 1, i - h : i + h + 1]) / np.sum(psf**2)
+                for i, j in zip(px[empty], py[empty])
+            ]
+        )
         # faint wings of galaxies only add flux: take sigma from the lower half of the distribution
         sigma = np.median(fluxes) - np.percentile(fluxes, 15.87)
         depth = band.zeropoint - 2.5 * np.log10(5 * sigma)
@@ -289,13 +314,23 @@ def image_checks(project: Path, profile: str):
             ix, iy = round(x[g]), round(y[g])
             if not (41 <= ix < data.shape[1] - 41 and 41 <= iy < data.shape[0] - 41):
                 continue
-            cut = data[iy - 40:iy + 41, ix - 40:ix + 41]
+            cut = data[iy - 40 : iy + 41, ix - 40 : ix + 41]
             r = np.hypot(xx2 - (x[g] - ix), yy2 - (y[g] - iy))
             flux = cut[r < ap_r[g]].sum()
             deltas.append(band.zeropoint - 2.5 * np.log10(flux) - mags[g])
-        rows.append((band.name, band.depth, depth, band.psf_fwhm, np.median(fwhms) if fwhms else np.nan,
-                     len(fwhms), np.median(deltas) if deltas else np.nan,
-                     np.percentile(np.abs(deltas), 90) if deltas else np.nan, len(deltas)))
+        rows.append(
+            (
+                band.name,
+                band.depth,
+                depth,
+                band.psf_fwhm,
+                np.median(fwhms) if fwhms else np.nan,
+                len(fwhms),
+                np.median(deltas) if deltas else np.nan,
+                np.percentile(np.abs(deltas), 90) if deltas else np.nan,
+                len(deltas),
+            )
+        )
     return rows
 
 
@@ -331,8 +366,10 @@ def main(argv=None):
     for name, cut in (("sdss", None), ("hsc9", 24.0), ("cfhtls", None)):
         z, pred, (sig, eta5, eta15), _, _ = random_forest(name, n, mag_cut=cut)
         results[name] = (z, pred)
-        print(f"{name:7s} N={len(z):6d}  sigma_MAD={sig:.4f}  eta(0.05)={eta5:.2%}  eta(0.15)={eta15:.2%}"
-              + ("   [target sdss: 0.013 +-30%, eta ~1-2%]" if name == "sdss" else ""))
+        print(
+            f"{name:7s} N={len(z):6d}  sigma_MAD={sig:.4f}  eta(0.05)={eta5:.2%}  eta(0.15)={eta15:.2%}"
+            + ("   [target sdss: 0.013 +-30%, eta ~1-2%]" if name == "sdss" else "")
+        )
     if plot:
         import matplotlib.pyplot as plt
 
@@ -343,8 +380,13 @@ def main(argv=None):
             a.scatter(z, pred, s=1, alpha=0.3, c="k")
             top = np.percentile(z, 99.5)
             a.plot([0, top], [0, top], "C3-", lw=0.8)
-            a.set(xlim=(0, top), ylim=(0, top), xlabel="z_spec", ylabel="z_RF",
-                  title=f"{name}: σ_MAD={sig:.4f}, η(0.05)={e5:.1%}")
+            a.set(
+                xlim=(0, top),
+                ylim=(0, top),
+                xlabel="z_spec",
+                ylabel="z_RF",
+                title=f"{name}: σ_MAD={sig:.4f}, η(0.05)={e5:.1%}",
+            )
         fig.tight_layout()
         fig.savefig(IMG / "sim_rf.png", dpi=90)
         plt.close(fig)
@@ -357,19 +399,27 @@ def main(argv=None):
     for name in ("hsc6", "hsc9"):
         samples[name], rows = dropouts(name, 20000 if plot else 8000)
         for (lo, hi), (count, f_true, m_true, f_noisy, m_noisy) in rows.items():
-            print(f"{name}  {lo:.1f} < z < {hi:.1f}  N={count:4d}  true {f_true:4.0%} (median u-g {m_true:.2f})"
-                  f"  noisy {f_noisy:4.0%} (median {m_noisy:.2f})"
-                  + ("   [target: most]" if (lo, hi) == (2.7, 3.3) else ""))
+            print(
+                f"{name}  {lo:.1f} < z < {hi:.1f}  N={count:4d}  true {f_true:4.0%} (median u-g {m_true:.2f})"
+                f"  noisy {f_noisy:4.0%} (median {m_noisy:.2f})"
+                + ("   [target: most]" if (lo, hi) == (2.7, 3.3) else "")
+            )
         if name == "hsc6":
             hsc6_rows = rows
     redward, igm, fractions, n3, curves = dropout_physics(20000 if plot else 8000)
     for name, shares in redward.items():
-        print(f"why: share of the {name} photon count redward of 912(1+z): "
-              + ", ".join(f"z={z:.1f}: {f:.0%}" for z, f in shares.items()))
-    print("     mean IGM transmission at z=3 (Inoue+14), rest "
-          + ", ".join(f"{a}-{b} Å: {t:.2f}" for (a, b), t in igm.items()))
-    print(f"     i <= 25 population, 2.7 < z < 3.3 (N={n3}), true u-g > 1.5: "
-          + ", ".join(f"{u} f_esc={e:g}: {f:.0%} (median {m:.2f})" for (u, e), (f, m) in fractions.items()))
+        print(
+            f"why: share of the {name} photon count redward of 912(1+z): "
+            + ", ".join(f"z={z:.1f}: {f:.0%}" for z, f in shares.items())
+        )
+    print(
+        "     mean IGM transmission at z=3 (Inoue+14), rest "
+        + ", ".join(f"{a}-{b} Å: {t:.2f}" for (a, b), t in igm.items())
+    )
+    print(
+        f"     i <= 25 population, 2.7 < z < 3.3 (N={n3}), true u-g > 1.5: "
+        + ", ".join(f"{u} f_esc={e:g}: {f:.0%} (median {m:.2f})" for (u, e), (f, m) in fractions.items())
+    )
     if plot:
         plot_colours(tracks, samples["hsc6"], hsc6_rows, curves)
 
@@ -383,8 +433,8 @@ def main(argv=None):
                 show_tiles(Path(tmp) / "p", ("g", "i", "Ks"))
             for row in image_checks(Path(tmp) / "p", profile):
                 ok = "yes" if abs(row[4] / row[3] - 1) <= 0.10 else "NO"  # NaN (no star): NO
-                print("{:5s} {:5.2f}  {:6.2f}    {:5.2f}  {:5.2f} ({:2d})  {:3s}        {:+.3f}        {:.3f}   ({})"
-                      .format(*row[:6], ok, *row[6:]))
+                line = "{:5s} {:5.2f}  {:6.2f}    {:5.2f}  {:5.2f} ({:2d})  {:3s}        {:+.3f}        {:.3f}   ({})"
+                print(line.format(*row[:6], ok, *row[6:]))
 
 
 if __name__ == "__main__":

@@ -35,12 +35,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", "-j", type=int, default=2)
     parser.add_argument("--tile-size", type=int, default=2048)
-    parser.add_argument("--profiles", default="hsc9:1000,hsc6:2000,sdss:2000",
-                        help="comma-separated profile:N pairs")
+    parser.add_argument("--profiles", default="hsc9:1000,hsc6:2000,sdss:2000", help="comma-separated profile:N pairs")
     parser.add_argument("--validate", action="store_true", help="also run bench/sim_validation.py --quick")
     args = parser.parse_args(argv)
-    print(f"{'profile':8s} {'N':>5s} {'jobs':>4s} {'tiles':>5s} {'objects':>7s} {'stamps':>7s} "
-          f"{'total s':>7s} {'render s':>8s} {'galaxies/s':>10s} {'stamps/s':>8s} {'cpu s':>6s} {'gal/cpu-s':>9s}")
+    print(
+        f"{'profile':8s} {'N':>5s} {'jobs':>4s} {'tiles':>5s} {'objects':>7s} {'stamps':>7s} "
+        f"{'total s':>7s} {'render s':>8s} {'galaxies/s':>10s} {'stamps/s':>8s} {'cpu s':>6s} {'gal/cpu-s':>9s}"
+    )
     for item in args.profiles.split(","):
         profile, n = item.split(":")[0], int(item.split(":")[1])
         with tempfile.TemporaryDirectory() as tmp:
@@ -49,9 +50,11 @@ def main(argv=None):
             r = simulate_survey(profile, n, Path(tmp) / "p", seed=1, tile_size=args.tile_size, jobs=args.jobs)
             total = time.perf_counter() - start
             cpu = _cpu_seconds() - cpu0
-        print(f"{profile:8s} {n:5d} {args.jobs:4d} {r['tiles']:5d} {r['objects']:7d} {r['stamps_drawn']:7d} "
-              f"{total:7.1f} {r['render_seconds']:8.1f} {n / total:10.1f} {r['stamps_drawn'] / total:8.0f} "
-              f"{cpu:6.1f} {n / cpu:9.1f}")
+        print(
+            f"{profile:8s} {n:5d} {args.jobs:4d} {r['tiles']:5d} {r['objects']:7d} {r['stamps_drawn']:7d} "
+            f"{total:7.1f} {r['render_seconds']:8.1f} {n / total:10.1f} {r['stamps_drawn'] / total:8.0f} "
+            f"{cpu:6.1f} {n / cpu:9.1f}"
+        )
     if args.validate:
         from sim_validation import main as validate
 

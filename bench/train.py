@@ -76,9 +76,17 @@ def measure(name: str, width: float, steps: int, device, amp: bool) -> dict:
     model.eval()
     t_infer = timed(infer, max(2, steps // 4), device)
     flops = flops_per_sample(model, bands, device)
-    return {"name": name, "width": width, "amp": amp, "params": sum(p.numel() for p in model.parameters()),
-            "train": 32 / t_train, "infer": 256 / t_infer, "flops": flops,
-            "train_gflops": 3 * flops * 32 / t_train / 1e9, "infer_gflops": flops * 256 / t_infer / 1e9}
+    return {
+        "name": name,
+        "width": width,
+        "amp": amp,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train": 32 / t_train,
+        "infer": 256 / t_infer,
+        "flops": flops,
+        "train_gflops": 3 * flops * 32 / t_train / 1e9,
+        "infer_gflops": flops * 256 / t_infer / 1e9,
+    }
 
 
 def main():
@@ -90,21 +98,27 @@ def main():
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {label}; torch {torch.__version__}")
-    print(f"{'model':12s} {'width':>5s} {'prec':>4s} {'params':>10s} {'GFLOP/sample':>12s} {'train/s':>8s} "
-          f"{'GFLOP/s':>8s} {'infer/s':>8s} {'GFLOP/s':>8s}")
+    print(
+        f"{'model':12s} {'width':>5s} {'prec':>4s} {'params':>10s} {'GFLOP/sample':>12s} {'train/s':>8s} "
+        f"{'GFLOP/s':>8s} {'infer/s':>8s} {'GFLOP/s':>8s}"
+    )
     for width in map(float, args.widths.split(",")):
         rows = {}
         for amp in (True, False):
             for name in ("baseline", "mm2-early"):
                 r = measure(name, width, args.steps, device, amp)
                 rows[name, amp] = r
-                print(f"{name:12s} {width:5.2f} {'bf16' if amp else 'fp32':>4s} {r['params']:10,d} "
-                      f"{r['flops'] / 1e9:12.3f} {r['train']:8.1f} {r['train_gflops']:8.1f} {r['infer']:8.1f} "
-                      f"{r['infer_gflops']:8.1f}")
+                print(
+                    f"{name:12s} {width:5.2f} {'bf16' if amp else 'fp32':>4s} {r['params']:10,d} "
+                    f"{r['flops'] / 1e9:12.3f} {r['train']:8.1f} {r['train_gflops']:8.1f} {r['infer']:8.1f} "
+                    f"{r['infer_gflops']:8.1f}"
+                )
         for amp in (True, False):
             ratio = rows["baseline", amp]["train"] / rows["mm2-early", amp]["train"]
-            print(f"  width {width:g} {'bf16' if amp else 'fp32'}: multimodal/baseline training time ratio "
-                  f"{ratio:.2f} (paper 1.2; target <= 1.05)")
+            print(
+                f"  width {width:g} {'bf16' if amp else 'fp32'}: multimodal/baseline training time ratio "
+                f"{ratio:.2f} (paper 1.2; target <= 1.05)"
+            )
     if device.type == "cpu":
         print(f"machine matmul peak: fp32 {PEAKS['cpu']['fp32']:.0f}, bf16 {PEAKS['cpu']['bf16']:.0f} GFLOP/s")
 

@@ -1,4 +1,4 @@
-"""``mmz bootstrap``: is one catalogue significantly better than another? The paired bootstrap of the paper's Appendix D.
+"""``mmz bootstrap``: is one catalogue significantly better than another? The paired bootstrap of paper Appendix D.
 
 For each metric M (sigma_MAD, eta, |bias|, mean CRPS: lower is better for all)
 the observed difference is delta = M(base) - M(other), so that "other is
@@ -69,8 +69,7 @@ def _order_statistic(cum: np.ndarray, k: int) -> np.ndarray:
     return np.array([np.searchsorted(row, k, side="left") - 1 for row in cum])
 
 
-def _kth_deviation(cum: np.ndarray, rows: np.ndarray, x: np.ndarray, centre: np.ndarray,
-                   k: np.ndarray) -> np.ndarray:
+def _kth_deviation(cum: np.ndarray, rows: np.ndarray, x: np.ndarray, centre: np.ndarray, k: np.ndarray) -> np.ndarray:
     """The k-th smallest |x - centre| of resample ``rows``: the smallest window half-width holding k objects.
 
     Bisection on the half-width t of [centre - t, centre + t], counting the
@@ -80,8 +79,10 @@ def _kth_deviation(cum: np.ndarray, rows: np.ndarray, x: np.ndarray, centre: np.
     hi = np.maximum(centre - x[0], x[-1] - centre) * (1 + 1e-12) + 1e-300  # holds every object
     for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
-        inside = (cum[rows, np.searchsorted(x, centre + mid, side="right")]
-                  - cum[rows, np.searchsorted(x, centre - mid, side="left")])
+        inside = (
+            cum[rows, np.searchsorted(x, centre + mid, side="right")]
+            - cum[rows, np.searchsorted(x, centre - mid, side="left")]
+        )
         enough = inside >= k
         hi = np.where(enough, mid, hi)
         lo = np.where(enough, lo, mid)
@@ -141,8 +142,17 @@ class _Resampler:
         return out
 
 
-def bootstrap_metrics(dz_base, dz_other, crps_base, crps_other, threshold: float, *, resamples: int = 10_000,
-                      seed: int = 0, threads: int = 2) -> tuple[dict, dict[str, np.ndarray]]:
+def bootstrap_metrics(
+    dz_base,
+    dz_other,
+    crps_base,
+    crps_other,
+    threshold: float,
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+    threads: int = 2,
+) -> tuple[dict, dict[str, np.ndarray]]:
     """The paired bootstrap of two catalogues' per-object residuals (and CRPS) on the same objects.
 
     Returns (result, samples): ``result[metric]`` holds base, other, delta
@@ -154,12 +164,14 @@ def bootstrap_metrics(dz_base, dz_other, crps_base, crps_other, threshold: float
     dz_base, dz_other = np.asarray(dz_base, np.float64), np.asarray(dz_other, np.float64)
     n = len(dz_base)
     if n == 0 or not 1 <= resamples <= MAX_RESAMPLES:
-        raise ValueError(f"bootstrap of {n} objects x {resamples} resamples: need n >= 1 "
-                         f"and 1 <= resamples <= {MAX_RESAMPLES}")
+        raise ValueError(
+            f"bootstrap of {n} objects x {resamples} resamples: need n >= 1 and 1 <= resamples <= {MAX_RESAMPLES}"
+        )
     order = np.argsort(dz_base, kind="stable")  # objects in the order of the base residuals
     other = SortedSample(dz_other[order])
-    means = np.stack([np.abs(dz_base) >= threshold, dz_base, crps_base,
-                      np.abs(dz_other) >= threshold, dz_other, crps_other], axis=1)[order].astype(np.float32)
+    means = np.stack(
+        [np.abs(dz_base) >= threshold, dz_base, crps_base, np.abs(dz_other) >= threshold, dz_other, crps_other], axis=1
+    )[order].astype(np.float32)
     chunk = max(1, min(resamples, CHUNK_ELEMENTS // max(n, 1)))
     sizes = [min(chunk, resamples - start) for start in range(0, resamples, chunk)]
     seeds = np.random.SeedSequence(seed).spawn(len(sizes))
@@ -182,8 +194,13 @@ def bootstrap_metrics(dz_base, dz_other, crps_base, crps_other, threshold: float
     observed = {}
     for name, dz, crps in (("base", dz_base, crps_base), ("other", dz_other, crps_other)):
         m = metrics.point_metrics(dz, threshold, crps)
-        observed[name] = {"sigma_mad": m["sigma_mad"], "eta": m["eta"], "abs_bias": abs(m["bias"]),
-                          "crps": m["crps"], "bias": m["bias"]}
+        observed[name] = {
+            "sigma_mad": m["sigma_mad"],
+            "eta": m["eta"],
+            "abs_bias": abs(m["bias"]),
+            "crps": m["crps"],
+            "bias": m["bias"],
+        }
     result: dict = {"n": n, "resamples": resamples, "seed": seed, "outlier_threshold": threshold}
     samples = {}
     for j, key in enumerate(METRICS):
@@ -191,10 +208,14 @@ def bootstrap_metrics(dz_base, dz_other, crps_base, crps_other, threshold: float
         delta = b - o
         deltas = boot[:, 0, j] - boot[:, 1, j]
         samples[key] = deltas
-        result[key] = {"base": b, "other": o, "delta": delta,
-                       "gain": (abs(b) - abs(o)) / abs(b) if b != 0 else None,
-                       "p_value": float(np.mean(deltas - delta >= delta)),
-                       "delta_ci95": [float(v) for v in np.percentile(deltas, [2.5, 97.5])]}
+        result[key] = {
+            "base": b,
+            "other": o,
+            "delta": delta,
+            "gain": (abs(b) - abs(o)) / abs(b) if b != 0 else None,
+            "p_value": float(np.mean(deltas - delta >= delta)),
+            "delta_ci95": [float(v) for v in np.percentile(deltas, [2.5, 97.5])],
+        }
     result["bias"] = {"base": observed["base"]["bias"], "other": observed["other"]["bias"]}  # signed, for reference
     return result, samples
 
@@ -202,46 +223,77 @@ def bootstrap_metrics(dz_base, dz_other, crps_base, crps_other, threshold: float
 def print_table(result: dict, labels: tuple[str, str], console) -> None:
     from rich.table import Table
 
-    table = Table("metric", f"base: {labels[0]}", f"other: {labels[1]}", "gain G", "δ (base − other)", "p-value",
-                  title=f"Paired bootstrap, {result['n']} objects, K = {result['resamples']}",
-                  caption="δ > 0: other is better; green: p < 0.05, significantly better")
+    table = Table(
+        "metric",
+        f"base: {labels[0]}",
+        f"other: {labels[1]}",
+        "gain G",
+        "δ (base − other)",
+        "p-value",
+        title=f"Paired bootstrap, {result['n']} objects, K = {result['resamples']}",
+        caption="δ > 0: other is better; green: p < 0.05, significantly better",
+    )
     for key in METRICS:
         r = result[key]
         scale, digits = (100.0, 2) if key == "eta" else (1.0, 5)
         unit = " %" if key == "eta" else ""
         # no resample at or beyond delta: p is below the resolution 1/K, not zero
         p = f"< {1 / result['resamples']:.2g}" if r["p_value"] == 0 else f"{r['p_value']:.4f}"
-        table.add_row(METRIC_NAMES[key], f"{r['base'] * scale:.{digits}f}{unit}", f"{r['other'] * scale:.{digits}f}{unit}",
-                      "-" if r["gain"] is None else f"{100 * r['gain']:+.1f} %", f"{r['delta'] * scale:+.{digits}f}",
-                      f"[green]{p}[/]" if r["p_value"] < 0.05 else p)
+        table.add_row(
+            METRIC_NAMES[key],
+            f"{r['base'] * scale:.{digits}f}{unit}",
+            f"{r['other'] * scale:.{digits}f}{unit}",
+            "-" if r["gain"] is None else f"{100 * r['gain']:+.1f} %",
+            f"{r['delta'] * scale:+.{digits}f}",
+            f"[green]{p}[/]" if r["p_value"] < 0.05 else p,
+        )
     console.print(table)
 
 
-def run_bootstrap(base: Path, other: Path, *, resamples: int = 10_000, seed: int = 0, truth: Path | None = None,
-                  id_col: str = "ID", z_col: str = "Z_SPEC", output: Path | None = None, as_json: bool = False,
-                  plots: bool = True, console=None) -> dict:
+def run_bootstrap(
+    base: Path,
+    other: Path,
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+    truth: Path | None = None,
+    id_col: str = "ID",
+    z_col: str = "Z_SPEC",
+    output: Path | None = None,
+    as_json: bool = False,
+    plots: bool = True,
+    console=None,
+) -> dict:
     """``mmz bootstrap``: bootstrap.json, bootstrap.png, a table on the terminal (and JSON on stdout).
 
     Refuses K outside MIN_RESAMPLES..MAX_RESAMPLES and fewer than MIN_OBJECTS matched objects.
     """
     from mmzcli import __version__
-    from mmzcli.evaluate import check_output_dir, load_matched, make_output_dir
     from mmzcli.atomic import atomic_write_text
+    from mmzcli.evaluate import check_output_dir, load_matched, make_output_dir
 
     if not MIN_RESAMPLES <= resamples <= MAX_RESAMPLES:
-        raise ConfigError(f"-K/--resamples {resamples}: give {MIN_RESAMPLES} to {MAX_RESAMPLES} resamples "
-                          f"(the paper uses 10000)")
+        raise ConfigError(
+            f"-K/--resamples {resamples}: give {MIN_RESAMPLES} to {MAX_RESAMPLES} resamples (the paper uses 10000)"
+        )
     out_dir = check_output_dir(Path(output) if output is not None else Path(base).parent / "bootstrap")
     b, o = load_matched([base, other], truth=truth, id_col=id_col, z_col=z_col, console=console)
     if len(b.id) < MIN_OBJECTS:
-        raise InputError(f"{base} and {other}: {len(b.id)} matched objects with a z_phot and a z_spec, fewer than "
-                         f"the {MIN_OBJECTS} the bootstrap needs to judge significance; compare larger catalogues "
-                         f"(mmz evaluate gives the metrics of small ones)")
+        raise InputError(
+            f"{base} and {other}: {len(b.id)} matched objects with a z_phot and a z_spec, fewer than "
+            f"the {MIN_OBJECTS} the bootstrap needs to judge significance; compare larger catalogues "
+            f"(mmz evaluate gives the metrics of small ones)"
+        )
     crps_b = metrics.crps(b.pdf, b.edges, b.z_spec)
     crps_o = metrics.crps(o.pdf, o.edges, o.z_spec)
     result, samples = bootstrap_metrics(b.dz, o.dz, crps_b, crps_o, b.threshold, resamples=resamples, seed=seed)
-    report = {"mmz_version": __version__, "base": str(base), "other": str(other),
-              "truth": None if truth is None else str(truth), **result}
+    report = {
+        "mmz_version": __version__,
+        "base": str(base),
+        "other": str(other),
+        "truth": None if truth is None else str(truth),
+        **result,
+    }
     make_output_dir(out_dir)
     atomic_write_text(out_dir / "bootstrap.json", json.dumps(report, indent=1))
     if plots:
@@ -253,6 +305,9 @@ def run_bootstrap(base: Path, other: Path, *, resamples: int = 10_000, seed: int
         figure = f" and {out_dir / 'bootstrap.png'}" if plots else ""
         console.print(f"wrote {out_dir / 'bootstrap.json'}{figure}", highlight=False, soft_wrap=True)
     if as_json:
-        print(json.dumps({key: {k: result[key][k] for k in ("base", "other", "gain", "p_value")} for key in METRICS},
-                         indent=1))
+        print(
+            json.dumps(
+                {key: {k: result[key][k] for k in ("base", "other", "gain", "p_value")} for key in METRICS}, indent=1
+            )
+        )
     return report

@@ -15,12 +15,23 @@ from mmzcli.errors import InputError
 from mmzcli.flags import describe_catalog_flags
 
 # The option that renames each column role, for messages.
-COLUMN_OPTIONS = {"id": "--id-col", "ra": "--ra-col", "dec": "--dec-col", "z_spec": "--z-col",
-                  "ebv": "--ebv-col", "mag_ref": "--mag-col"}
+COLUMN_OPTIONS = {
+    "id": "--id-col",
+    "ra": "--ra-col",
+    "dec": "--dec-col",
+    "z_spec": "--z-col",
+    "ebv": "--ebv-col",
+    "mag_ref": "--mag-col",
+}
 
 
-def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | None = None, *,
-               options: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+def read_table(
+    path: Path,
+    columns: dict[str, str],
+    optional: dict[str, str] | None = None,
+    *,
+    options: dict[str, str] | None = None,
+) -> dict[str, np.ndarray]:
     """Read the ``columns`` (role -> column name) of a FITS table or CSV file, and those of ``optional`` present.
 
     Returns a dict role -> numpy array.  Raises ``InputError`` for a missing or
@@ -46,8 +57,9 @@ def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | N
     try:
         table = Table.read(path, **how)
     except Exception as exc:  # astropy raises many kinds for a file that is not what it says
-        raise InputError(f"{path}: cannot read as a {kind} ({_one_line(exc)}); "
-                         f"give a FITS binary table or a CSV file") from None
+        raise InputError(
+            f"{path}: cannot read as a {kind} ({_one_line(exc)}); give a FITS binary table or a CSV file"
+        ) from None
     if len(table) == 0:
         raise InputError(f"{path}: the catalogue is empty")
     present = {name.strip().upper(): name for name in table.colnames}
@@ -63,8 +75,10 @@ def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | N
             raise InputError(f"{path}: no column {name!r} (columns: {_names(table.colnames)}){hint}")
         column = table[actual]
         if np.ndim(column) != 1:
-            raise InputError(f"{path}: column {actual!r} holds arrays of shape {column.shape[1:]} per row; "
-                             f"give a column of one value per row")
+            raise InputError(
+                f"{path}: column {actual!r} holds arrays of shape {column.shape[1:]} per row; "
+                f"give a column of one value per row"
+            )
         if role == "id":
             out[role] = _check_ids(path, actual, column)
         else:
@@ -82,6 +96,7 @@ def _one_line(exc: Exception) -> str:
 
 def _names(names: list[str]) -> str:
     """Column names for a message: bare where plain, quoted (repr) where blanks or invisible characters hide in them."""
+
     def plain(name: str) -> bool:
         return bool(name) and name.isprintable() and not any(c.isspace() or c in ",'\"" for c in name)
 
@@ -106,9 +121,11 @@ def _numbers(path: Path, name: str, column, kind: str) -> np.ndarray:
             try:
                 numbers[row] = float(values[row])
             except (TypeError, ValueError):
-                raise InputError(f"{path}: row {row}: column {name!r} must hold numbers, found "
-                                 f"{_cell(values[row])}; fix that cell in the {kind} "
-                                 f"(leave it empty where the value is unknown)") from None
+                raise InputError(
+                    f"{path}: row {row}: column {name!r} must hold numbers, found "
+                    f"{_cell(values[row])}; fix that cell in the {kind} "
+                    f"(leave it empty where the value is unknown)"
+                ) from None
     return np.where(empty, np.nan, numbers)
 
 
@@ -118,8 +135,9 @@ def _check_ids(path: Path, name: str, column) -> np.ndarray:
 
     empty = np.ma.getmaskarray(column) if getattr(column, "mask", None) is not None else None
     if empty is not None and empty.any():
-        raise InputError(f"{path}: row {int(np.flatnonzero(empty)[0])}: column {name!r} is empty; "
-                         f"every object needs an integer id")
+        raise InputError(
+            f"{path}: row {int(np.flatnonzero(empty)[0])}: column {name!r} is empty; every object needs an integer id"
+        )
     ids = np.asarray(column)
     if ids.dtype.kind in "SU":  # digits stored as text
         with suppress(ValueError, OverflowError):
@@ -128,16 +146,19 @@ def _check_ids(path: Path, name: str, column) -> np.ndarray:
         ids = ids.astype(np.int64)
     if ids.dtype.kind not in "iu":
         rows = [i for i, v in enumerate(ids) if not _is_integer(v)] or [0]
-        raise InputError(f"{path}: row {rows[0]}: column {name!r} must hold integer ids, found "
-                         f"{_cell(ids[rows[0]])} ({ids.dtype}); give integer ids (objects are matched by them)")
+        raise InputError(
+            f"{path}: row {rows[0]}: column {name!r} must hold integer ids, found "
+            f"{_cell(ids[rows[0]])} ({ids.dtype}); give integer ids (objects are matched by them)"
+        )
     ids = ids.astype(np.int64)
     order = np.argsort(ids, kind="stable")
     same = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if same.size:
         first = ids[order][same[0]]
         rows = np.flatnonzero(ids == first)[:5]
-        raise InputError(f"{path}: duplicate id {first} in column '{name}' (rows {', '.join(map(str, rows))}); "
-                         f"ids must be unique")
+        raise InputError(
+            f"{path}: duplicate id {first} in column '{name}' (rows {', '.join(map(str, rows))}); ids must be unique"
+        )
     return ids
 
 
@@ -155,8 +176,10 @@ def _check_coordinates(path: Path, name: str, role: str, values: np.ndarray) -> 
     bad = ~np.isfinite(values) | (values < limit[0]) | (values > limit[1])
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{path}: row {row}: {name} = {values[row]} is not a {role.upper()} in degrees "
-                         f"({limit[0]:g}..{limit[1]:g}); {int(bad.sum())} such rows")
+        raise InputError(
+            f"{path}: row {row}: {name} = {values[row]} is not a {role.upper()} in degrees "
+            f"({limit[0]:g}..{limit[1]:g}); {int(bad.sum())} such rows"
+        )
     return values
 
 
@@ -194,7 +217,7 @@ def photoz_dtype(n_bins: int, extra: dict[str, np.dtype]) -> np.dtype:
     """The row layout of HDU PHOTOZ: the standard columns, then ``extra`` (name -> dtype)."""
     kinds = {"ID": "i8", "RA": "f8", "DEC": "f8", "FLAGS": "i4"}
     fields = [(name, kinds.get(name, "f4")) for name, *_ in PHOTOZ_COLUMNS if name != "PDF"]
-    return np.dtype(fields + [(k, v) for k, v in extra.items()] + [("PDF", "f4", (n_bins,))])
+    return np.dtype(fields + list(extra.items()) + [("PDF", "f4", (n_bins,))])
 
 
 def summarise_pdfs(pdfs: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]:
@@ -228,8 +251,9 @@ class PhotozWriter:
         self.fits = fitsio.FITS(str(self.partial), "rw", clobber=True)
         descriptions = {name: (unit, text) for name, unit, text in PHOTOZ_COLUMNS} | OPTIONAL_COLUMNS
         names = list(self.dtype.names)
-        self.fits.create_table_hdu(dtype=self.dtype, extname="PHOTOZ",
-                                   units=[descriptions.get(n, ("", ""))[0] for n in names])
+        self.fits.create_table_hdu(
+            dtype=self.dtype, extname="PHOTOZ", units=[descriptions.get(n, ("", ""))[0] for n in names]
+        )
         hdu = self.fits["PHOTOZ"]
         for i, name in enumerate(names, 1):
             if name in descriptions:
@@ -283,6 +307,7 @@ def write_photoz(path: Path, columns: dict[str, np.ndarray], edges: np.ndarray, 
 
 # ----------------------------------------------------------------------------- photo-z catalogues (in)
 
+
 @dataclass
 class PhotozCatalog:
     path: Path
@@ -306,8 +331,10 @@ def read_photoz(path: Path, require: tuple[str, ...] = ("ID", "Z_PHOT", "PDF")) 
             names = [hdu.get_extname() for hdu in fits]
             for extname in ("PHOTOZ", "ZGRID"):
                 if extname not in names:
-                    raise InputError(f"{path}: no HDU '{extname}' (HDUs: {', '.join(n or '-' for n in names)}); "
-                                     f"is this a catalogue written by mmz predict?")
+                    raise InputError(
+                        f"{path}: no HDU '{extname}' (HDUs: {', '.join(n or '-' for n in names)}); "
+                        f"is this a catalogue written by mmz predict?"
+                    )
             data = fits["PHOTOZ"].read()
             keywords = fits["PHOTOZ"].read_header()
             header = {k: keywords[k] for k in keywords}

@@ -43,8 +43,9 @@ def _version(value: bool):
 def callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")] = False,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print the version and exit.")] = None,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
 ):
     """mmz turns multi-band survey image tiles into photometric-redshift catalogues with full PDFs."""
     _state.update(debug=debug, quiet=quiet)
@@ -57,6 +58,7 @@ def _console():
 
 
 # ----------------------------------------------------------------------------- profiles
+
 
 @profiles_app.callback()
 def profiles_list(ctx: typer.Context):
@@ -75,9 +77,14 @@ def profiles_list(ctx: typer.Context):
     for name in list_profiles():
         p = load_profile(name)
         g = p.redshift_grid
-        table.add_row(name, " ".join(p.band_names), f'{p.pixel_scale}"',
-                      f"{p.reference_band} <= {p.reference_mag_limit}",
-                      f"{g.z_min}-{g.z_max} / {g.n_bins}", p.description)
+        table.add_row(
+            name,
+            " ".join(p.band_names),
+            f'{p.pixel_scale}"',
+            f"{p.reference_band} <= {p.reference_mag_limit}",
+            f"{g.z_min}-{g.z_max} / {g.n_bins}",
+            p.description,
+        )
     Console().print(table)
 
 
@@ -96,14 +103,24 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or path
 
 # ----------------------------------------------------------------------------- images -> cubes
 
+
 @app.command()
 def cutout(
     tiles: Annotated[list[Path], typer.Argument(help="FITS image tiles with a celestial WCS.", show_default=False)],
     catalog: Annotated[Path, typer.Option("--catalog", "-c", help="Sources: FITS table or CSV.", show_default=False)],
-    profile: Annotated[Optional[str], typer.Option("--profile", "--survey", help="Survey profile: name or YAML path [default: the project's, from mmz.yaml].")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output Zarr store [default: PROJECT/stamps.zarr].")] = None,
+    profile: Annotated[
+        Optional[str],
+        typer.Option(
+            "--profile", "--survey", help="Survey profile: name or YAML path [default: the project's, from mmz.yaml]."
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Output Zarr store [default: PROJECT/stamps.zarr].")
+    ] = None,
     project: ProjectOpt = Path("."),
-    size: Annotated[Optional[int], typer.Option("--size", help="Stamp size in pixels [default: the profile's].")] = None,
+    size: Annotated[
+        Optional[int], typer.Option("--size", help="Stamp size in pixels [default: the profile's].")
+    ] = None,
     id_col: Annotated[str, typer.Option("--id-col", help="Source id column.")] = "ID",
     ra_col: Annotated[str, typer.Option("--ra-col", help="Right ascension column (deg).")] = "RA",
     dec_col: Annotated[str, typer.Option("--dec-col", help="Declination column (deg).")] = "DEC",
@@ -118,26 +135,56 @@ def cutout(
     from mmzcli.project import project_profile
     from mmzcli.store import STAMPS_NAME
 
-    run_cutout(tiles, catalog, project_profile(project, profile), output or project / STAMPS_NAME, size=size,
-               columns={"id": id_col, "ra": ra_col, "dec": dec_col}, jobs=jobs,
-               overwrite=overwrite, console=_console())
+    run_cutout(
+        tiles,
+        catalog,
+        project_profile(project, profile),
+        output or project / STAMPS_NAME,
+        size=size,
+        columns={"id": id_col, "ra": ra_col, "dec": dec_col},
+        jobs=jobs,
+        overwrite=overwrite,
+        console=_console(),
+    )
 
 
 @app.command("build-cubes")
 def build_cubes(
-    survey: Annotated[Optional[str], typer.Option("--survey", "--profile", help="Survey profile: name or YAML path [default: the project's].")] = None,
+    survey: Annotated[
+        Optional[str],
+        typer.Option("--survey", "--profile", help="Survey profile: name or YAML path [default: the project's]."),
+    ] = None,
     project: ProjectOpt = Path("."),
-    tiles: Annotated[Optional[str], typer.Option("--tiles", help="Glob of FITS tiles [default: inputs.tiles of mmz.yaml, relative to the project].")] = None,
-    catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Spectroscopic catalogue (FITS or CSV) [default: from mmz.yaml].")] = None,
+    tiles: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tiles", help="Glob of FITS tiles [default: inputs.tiles of mmz.yaml, relative to the project]."
+        ),
+    ] = None,
+    catalog: Annotated[
+        Optional[Path],
+        typer.Option("--catalog", help="Spectroscopic catalogue (FITS or CSV) [default: from mmz.yaml]."),
+    ] = None,
     id_col: Annotated[Optional[str], typer.Option("--id-col", help="Id column [default: ID].")] = None,
     ra_col: Annotated[Optional[str], typer.Option("--ra-col", help="RA column [default: RA].")] = None,
     dec_col: Annotated[Optional[str], typer.Option("--dec-col", help="Dec column [default: DEC].")] = None,
-    z_col: Annotated[Optional[str], typer.Option("--z-col", help="Spectroscopic redshift column [default: Z_SPEC].")] = None,
+    z_col: Annotated[
+        Optional[str], typer.Option("--z-col", help="Spectroscopic redshift column [default: Z_SPEC].")
+    ] = None,
     ebv_col: Annotated[Optional[str], typer.Option("--ebv-col", help="Galactic E(B-V) column [default: EBV].")] = None,
-    mag_col: Annotated[Optional[str], typer.Option("--mag-col", help="Reference magnitude column [default: MAG_<reference band>].")] = None,
+    mag_col: Annotated[
+        Optional[str], typer.Option("--mag-col", help="Reference magnitude column [default: MAG_<reference band>].")
+    ] = None,
     jobs: JobsOpt = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rebuild a complete store.")] = False,
-    verify: Annotated[bool, typer.Option("--verify", help="Check the complete store instead: every chunk readable, every block written, labels and normalisation finite.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Check the complete store instead: every chunk readable, every block written, labels and "
+            "normalisation finite.",
+        ),
+    ] = False,
 ):
     """Build PROJECT/cubes.zarr: labelled, normalisable datacubes from tiles and a spectroscopic catalogue.
 
@@ -157,28 +204,65 @@ def build_cubes(
             raise ConfigError("--verify checks the store and --overwrite rebuilds it: pass one of them")
         verify_cubes(project, console=_console())
         return
-    columns = {k: v for k, v in {"id": id_col, "ra": ra_col, "dec": dec_col, "z_spec": z_col,
-                                  "ebv": ebv_col, "mag_ref": mag_col}.items() if v is not None}
-    if run(project, survey=survey, tiles=tiles, catalog=catalog, columns=columns, jobs=jobs,
-           overwrite=overwrite, console=_console()).get("built"):
+    columns = {
+        k: v
+        for k, v in {
+            "id": id_col,
+            "ra": ra_col,
+            "dec": dec_col,
+            "z_spec": z_col,
+            "ebv": ebv_col,
+            "mag_ref": mag_col,
+        }.items()
+        if v is not None
+    }
+    if run(
+        project,
+        survey=survey,
+        tiles=tiles,
+        catalog=catalog,
+        columns=columns,
+        jobs=jobs,
+        overwrite=overwrite,
+        console=_console(),
+    ).get("built"):
         record_command(project, _state["argv"])
 
 
 # ----------------------------------------------------------------------------- training
 
+
 @app.command()
 def train(
-    profile: Annotated[Optional[str], typer.Option("--profile", "--survey", help="Survey profile [default: the project's].")] = None,
-    fusion: Annotated[str, typer.Option("--fusion", help="Fusion stage: extremely-early, very-early, early, middle, late.")] = "early",
+    profile: Annotated[
+        Optional[str], typer.Option("--profile", "--survey", help="Survey profile [default: the project's].")
+    ] = None,
+    fusion: Annotated[
+        str, typer.Option("--fusion", help="Fusion stage: extremely-early, very-early, early, middle, late.")
+    ] = "early",
     project: ProjectOpt = Path("."),
-    name: Annotated[Optional[str], typer.Option("--name", help="Run name [default: from the settings, so the same command resumes].")] = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option("--name", help="Run name [default: from the settings, so the same command resumes]."),
+    ] = None,
     modality_size: Annotated[int, typer.Option("--modality-size", help="Bands per modality.", min=1)] = 2,
     orders: Annotated[str, typer.Option("--orders", help="Modality orders, e.g. 1,2 (Table C.2).")] = "1",
-    modalities: Annotated[Optional[str], typer.Option("--modalities", help="Explicit modalities, e.g. 'u,g;g,r;r,i'.")] = None,
-    baseline: Annotated[bool, typer.Option("--baseline", help="One modality holding all bands (the paper's baseline).")] = False,
+    modalities: Annotated[
+        Optional[str], typer.Option("--modalities", help="Explicit modalities, e.g. 'u,g;g,r;r,i'.")
+    ] = None,
+    baseline: Annotated[
+        bool, typer.Option("--baseline", help="One modality holding all bands (the paper's baseline).")
+    ] = False,
     fusion_type: Annotated[str, typer.Option("--fusion-type", help="concat or cross.")] = "concat",
-    all_band_modality: Annotated[bool, typer.Option("--all-band-modality", help="Add a modality of all bands (paper 7.3).")] = False,
-    modality_dropout: Annotated[bool, typer.Option("--modality-dropout", help="Drop 0-5 modalities per batch; adds single-band modalities (paper 7.4).")] = False,
+    all_band_modality: Annotated[
+        bool, typer.Option("--all-band-modality", help="Add a modality of all bands (paper 7.3).")
+    ] = False,
+    modality_dropout: Annotated[
+        bool,
+        typer.Option(
+            "--modality-dropout", help="Drop 0-5 modalities per batch; adds single-band modalities (paper 7.4)."
+        ),
+    ] = False,
     folds: Annotated[int, typer.Option("--folds", help="Train folds 0..N-1 of the 5.", min=1, max=5)] = 5,
     fold: Annotated[Optional[int], typer.Option("--fold", help="Train this fold only.")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Models per fold (ensemble).", min=1)] = 1,
@@ -186,12 +270,18 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size (per process).", min=1)] = 32,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
     width: Annotated[float, typer.Option("--width", help="Channel-width multiplier (e.g. 0.25 on a CPU).")] = 1.0,
-    norm: Annotated[str, typer.Option("--norm", help="none (the paper) or batch: batch-norm in every conv, for fast small runs.")] = "none",
+    norm: Annotated[
+        str, typer.Option("--norm", help="none (the paper) or batch: batch-norm in every conv, for fast small runs.")
+    ] = "none",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast.")] = True,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU; crashes on CPU with torch 2.13).")] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (GPU; crashes on CPU with torch 2.13).")
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Require an existing run to continue.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the model, print its layout and parameter count, train nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Build the model, print its layout and parameter count, train nothing.")
+    ] = False,
 ):
     """Train the multimodal network: cross-validation folds x seeds, checkpointed after every epoch.
 
@@ -203,8 +293,8 @@ def train(
     import math
 
     from mmzcli.errors import ConfigError
-    from mmzcli.project import project_profile
     from mmzcli.profiles import load_profile
+    from mmzcli.project import project_profile
     from mmzcli.runs import RunDir, runs_dir
     from mmzcli.train import RunSpec, TrainConfig, train_run
 
@@ -214,12 +304,28 @@ def train(
         order_list = tuple(int(o) for o in orders.split(","))
     except ValueError:
         raise ConfigError(f"--orders {orders}: expected integers separated by commas, e.g. 1,2") from None
-    spec = RunSpec(fusion=fusion, fusion_type=fusion_type, modality_size=modality_size, orders=order_list,
-                   modalities=modalities, baseline=baseline, all_band_modality=all_band_modality,
-                   modality_dropout=modality_dropout, width=width, norm=norm,
-                   train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seeds=seeds, device=device,
-                                     amp=amp, compile=compile,
-                                     folds=(fold,) if fold is not None else tuple(range(folds))))
+    spec = RunSpec(
+        fusion=fusion,
+        fusion_type=fusion_type,
+        modality_size=modality_size,
+        orders=order_list,
+        modalities=modalities,
+        baseline=baseline,
+        all_band_modality=all_band_modality,
+        modality_dropout=modality_dropout,
+        width=width,
+        norm=norm,
+        train=TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seeds=seeds,
+            device=device,
+            amp=amp,
+            compile=compile,
+            folds=(fold,) if fold is not None else tuple(range(folds)),
+        ),
+    )
     if dry_run:
         survey = load_profile(profile) if profile else project_profile(project, None)
         train_run(project, survey, spec, name=name, dry_run=True)
@@ -233,27 +339,80 @@ def train(
 
 # ----------------------------------------------------------------------------- prediction
 
+
 @app.command()
 def predict(
-    tiles: Annotated[Optional[list[Path]], typer.Argument(help="FITS image tiles (all bands of the run).", show_default=False)] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Catalogue to write (FITS).")] = Path("photoz_cat.fits"),
-    run: Annotated[Optional[str], typer.Option("--run", help="Run name or directory [default: the project's latest trained run].")] = None,
+    tiles: Annotated[
+        Optional[list[Path]], typer.Argument(help="FITS image tiles (all bands of the run).", show_default=False)
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Catalogue to write (FITS).")] = Path(
+        "photoz_cat.fits"
+    ),
+    run: Annotated[
+        Optional[str], typer.Option("--run", help="Run name or directory [default: the project's latest trained run].")
+    ] = None,
     project: ProjectOpt = Path("."),
-    catalog: Annotated[Optional[Path], typer.Option("--catalog", "-c", help="Sources to predict: FITS table or CSV with ID, RA, DEC (and EBV) [default: detect every source in the tiles].")] = None,
-    detect: Annotated[bool, typer.Option("--detect", help="Find the sources with sep on the profile's detection bands (the default without --catalog).")] = False,
-    cubes: Annotated[bool, typer.Option("--cubes", help="Write the run's out-of-fold predictions of the labelled set (Z_SPEC, FOLD, MAG_<ref>) instead.")] = False,
-    ebv: Annotated[Optional[str], typer.Option("--ebv", help="Galactic E(B-V): a column of the catalogue or one value [default: column EBV, else the training median, flagged].")] = None,
+    catalog: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--catalog",
+            "-c",
+            help="Sources to predict: FITS table or CSV with ID, RA, DEC (and EBV) "
+            "[default: detect every source in the tiles].",
+        ),
+    ] = None,
+    detect: Annotated[
+        bool,
+        typer.Option(
+            "--detect",
+            help="Find the sources with sep on the profile's detection bands (the default without --catalog).",
+        ),
+    ] = False,
+    cubes: Annotated[
+        bool,
+        typer.Option(
+            "--cubes",
+            help="Write the run's out-of-fold predictions of the labelled set (Z_SPEC, FOLD, MAG_<ref>) instead.",
+        ),
+    ] = False,
+    ebv: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ebv",
+            help="Galactic E(B-V): a column of the catalogue or one value "
+            "[default: column EBV, else the training median, flagged].",
+        ),
+    ] = None,
     id_col: Annotated[str, typer.Option("--id-col", help="Source id column.")] = "ID",
     ra_col: Annotated[str, typer.Option("--ra-col", help="Right ascension column (deg).")] = "RA",
     dec_col: Annotated[str, typer.Option("--dec-col", help="Declination column (deg).")] = "DEC",
     jobs: JobsOpt = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Objects per forward pass (memory grows with it: ~1.7 GB at full width and 64).", min=1)] = 64,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", help="Objects per forward pass (memory grows with it: ~1.7 GB at full width and 64).", min=1
+        ),
+    ] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast for the convolutions (the head stays float32).")] = True,
-    resume: Annotated[bool, typer.Option("--resume", help="Keep the tiles already done by an interrupted run (and merge shards).")] = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="Do tiles I, I+N, ... only (I/N), for job arrays; merge later with --resume.")] = None,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="Skip unreadable tiles (listed in the summary and the header) instead of stopping.")] = False,
-    allow_missing_bands: Annotated[bool, typer.Option("--allow-missing-bands", help="Predict even when no tile holds some band of the run.")] = False,
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp", help="bf16 autocast for the convolutions (the head stays float32).")
+    ] = True,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Keep the tiles already done by an interrupted run (and merge shards).")
+    ] = False,
+    shard: Annotated[
+        Optional[str],
+        typer.Option("--shard", help="Do tiles I, I+N, ... only (I/N), for job arrays; merge later with --resume."),
+    ] = None,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going", help="Skip unreadable tiles (listed in the summary and the header) instead of stopping."
+        ),
+    ] = False,
+    allow_missing_bands: Annotated[
+        bool, typer.Option("--allow-missing-bands", help="Predict even when no tile holds some band of the run.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalogue.")] = False,
 ):
     """Write a photo-z catalogue: PDF, median Z_PHOT, intervals and flags for every source of the tiles.
@@ -276,25 +435,65 @@ def predict(
         raise ConfigError("no tiles given: mmz predict TILE... -o CAT.fits (or --cubes for the labelled set)")
     if catalog is not None and detect:
         raise ConfigError("--catalog gives the sources and --detect finds them: give one of the two")
-    options = PredictOptions(project=project, run=run, catalog=catalog, ebv=ebv,
-                             columns={"id": id_col, "ra": ra_col, "dec": dec_col}, jobs=jobs, batch_size=batch_size,
-                             device=device, amp=amp, resume=resume, overwrite=overwrite, keep_going=keep_going,
-                             allow_missing_bands=allow_missing_bands, shard=shard)
+    options = PredictOptions(
+        project=project,
+        run=run,
+        catalog=catalog,
+        ebv=ebv,
+        columns={"id": id_col, "ra": ra_col, "dec": dec_col},
+        jobs=jobs,
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        resume=resume,
+        overwrite=overwrite,
+        keep_going=keep_going,
+        allow_missing_bands=allow_missing_bands,
+        shard=shard,
+    )
     predict_tiles(tiles, output, options, console=_console())
 
 
 # ----------------------------------------------------------------------------- science outputs
 
+
 @app.command()
 def evaluate(
-    catalogs: Annotated[list[Path], typer.Argument(help="Photo-z catalogues (FITS, from mmz predict); several are matched by ID and compared on their common objects.", show_default=False)],
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="Spectroscopic table (ID, Z_SPEC, MAG_*) for catalogues without Z_SPEC or magnitudes.", exists=True, dir_okay=False)] = None,
-    mag_col: Annotated[Optional[str], typer.Option("--mag-col", help="Magnitude column of the magnitude bins [default: MAG_<REFBAND of the header>].")] = None,
+    catalogs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Photo-z catalogues (FITS, from mmz predict); several are matched by ID and compared on their "
+            "common objects.",
+            show_default=False,
+        ),
+    ],
+    truth: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--truth",
+            help="Spectroscopic table (ID, Z_SPEC, MAG_*) for catalogues without Z_SPEC or magnitudes.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    mag_col: Annotated[
+        Optional[str],
+        typer.Option(
+            "--mag-col", help="Magnitude column of the magnitude bins [default: MAG_<REFBAND of the header>]."
+        ),
+    ] = None,
     id_col: Annotated[str, typer.Option("--id-col", help="Id column of the --truth table.")] = "ID",
-    z_col: Annotated[str, typer.Option("--z-col", help="Spectroscopic redshift column of the --truth table.")] = "Z_SPEC",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory [default: evaluate/ beside the first catalogue].")] = None,
+    z_col: Annotated[
+        str, typer.Option("--z-col", help="Spectroscopic redshift column of the --truth table.")
+    ] = "Z_SPEC",
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Output directory [default: evaluate/ beside the first catalogue]."),
+    ] = None,
     bins: Annotated[int, typer.Option("--bins", help="Equal-count bins of magnitude and redshift.", min=1)] = 8,
-    as_json: Annotated[bool, typer.Option("--json", help="Print each catalogue's overall metrics as JSON on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each catalogue's overall metrics as JSON on stdout.")
+    ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the figures.")] = True,
 ):
     """Photo-z metrics (sigma_MAD, outlier fraction, bias; CRPS and PIT of the PDFs) with their plots.
@@ -307,21 +506,47 @@ def evaluate(
     """
     from mmzcli.evaluate import evaluate_catalogs
 
-    evaluate_catalogs(catalogs, truth=truth, mag_col=mag_col, id_col=id_col, z_col=z_col, output=output,
-                      n_bins=bins, as_json=as_json, plots=plots, console=_console())
+    evaluate_catalogs(
+        catalogs,
+        truth=truth,
+        mag_col=mag_col,
+        id_col=id_col,
+        z_col=z_col,
+        output=output,
+        n_bins=bins,
+        as_json=as_json,
+        plots=plots,
+        console=_console(),
+    )
 
 
 @app.command()
 def bootstrap(
     base: Annotated[Path, typer.Argument(help="Reference catalogue (e.g. the baseline model's).", show_default=False)],
-    other: Annotated[Path, typer.Argument(help="Catalogue tested against it, on the objects matched by ID.", show_default=False)],
+    other: Annotated[
+        Path, typer.Argument(help="Catalogue tested against it, on the objects matched by ID.", show_default=False)
+    ],
     resamples: Annotated[int, typer.Option("--resamples", "-K", help="Bootstrap resamples (100 to 1000000).")] = 10_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same p-values.")] = 0,
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="Spectroscopic table (ID, Z_SPEC) for catalogues without Z_SPEC.", exists=True, dir_okay=False)] = None,
+    truth: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--truth",
+            help="Spectroscopic table (ID, Z_SPEC) for catalogues without Z_SPEC.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     id_col: Annotated[str, typer.Option("--id-col", help="Id column of the --truth table.")] = "ID",
-    z_col: Annotated[str, typer.Option("--z-col", help="Spectroscopic redshift column of the --truth table.")] = "Z_SPEC",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory [default: bootstrap/ beside BASE].")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print base, other, gain and p_value per metric as JSON on stdout.")] = False,
+    z_col: Annotated[
+        str, typer.Option("--z-col", help="Spectroscopic redshift column of the --truth table.")
+    ] = "Z_SPEC",
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Output directory [default: bootstrap/ beside BASE].")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print base, other, gain and p_value per metric as JSON on stdout.")
+    ] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the figure.")] = True,
 ):
     """Is OTHER significantly better than BASE? The paired bootstrap test of the paper (Appendix D).
@@ -335,16 +560,39 @@ def bootstrap(
     """
     from mmzcli.bootstrap import run_bootstrap
 
-    run_bootstrap(base, other, resamples=resamples, seed=seed, truth=truth, id_col=id_col, z_col=z_col,
-                  output=output, as_json=as_json, plots=plots, console=_console())
+    run_bootstrap(
+        base,
+        other,
+        resamples=resamples,
+        seed=seed,
+        truth=truth,
+        id_col=id_col,
+        z_col=z_col,
+        output=output,
+        as_json=as_json,
+        plots=plots,
+        console=_console(),
+    )
 
 
 @app.command("dropout-scan")
 def dropout_scan(
-    run: Annotated[str, typer.Option("--run", help="Run trained with --modality-dropout (name under PROJECT/runs).", show_default=False)],
+    run: Annotated[
+        str,
+        typer.Option(
+            "--run", help="Run trained with --modality-dropout (name under PROJECT/runs).", show_default=False
+        ),
+    ],
     project: ProjectOpt = Path("."),
-    baseline: Annotated[Optional[list[str]], typer.Option("--baseline", help="Run drawn for comparison from its oof.npz (repeatable: baseline, reference model).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output directory [default: PROJECT/runs/RUN/dropout].")] = None,
+    baseline: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--baseline", help="Run drawn for comparison from its oof.npz (repeatable: baseline, reference model)."
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Output directory [default: PROJECT/runs/RUN/dropout].")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
 ):
     """Which modalities matter, and at which redshift? Out-of-fold sigma_MAD with one modality dropped at a time.
@@ -362,6 +610,7 @@ def dropout_scan(
 
 # ----------------------------------------------------------------------------- simulation
 
+
 @app.command()
 def simulate(
     profile: Annotated[str, typer.Option("--profile", help="Survey profile to simulate: name or YAML path.")] = "hsc9",
@@ -370,8 +619,16 @@ def simulate(
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, identical files.")] = 0,
     tile_size: Annotated[int, typer.Option("--tile-size", help="Tile side in pixels.", min=128)] = 2048,
     jobs: JobsOpt = 1,
-    catalog: Annotated[Optional[Path], typer.Option("--catalog", help="Inject these objects (Z, MAG_<band>, optional size and position) instead of drawing a population.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing simulation in the project.")] = False,
+    catalog: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--catalog",
+            help="Inject these objects (Z, MAG_<band>, optional size and position) instead of drawing a population.",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing simulation in the project.")
+    ] = False,
 ):
     """Simulate a survey: image tiles, a spectroscopic sample and the truth, ready for build-cubes.
 
@@ -379,8 +636,17 @@ def simulate(
     """
     from mmzcli.sim.survey import simulate_survey
 
-    simulate_survey(profile, n, project, seed=seed, tile_size=tile_size, jobs=jobs,
-                    catalog=catalog, overwrite=overwrite, console=_console())
+    simulate_survey(
+        profile,
+        n,
+        project,
+        seed=seed,
+        tile_size=tile_size,
+        jobs=jobs,
+        catalog=catalog,
+        overwrite=overwrite,
+        console=_console(),
+    )
 
 
 @app.command()
@@ -398,6 +664,7 @@ def demo(
 
 
 # ----------------------------------------------------------------------------- entry point
+
 
 def main(argv: list[str] | None = None) -> None:
     """Run the app, turning user-facing errors into one line and exit code 2.
@@ -424,10 +691,11 @@ def _os_error_text(exc: OSError) -> str:
     import errno
 
     where = f"{exc.filename}: " if exc.filename else ""
-    advice = {errno.ENOSPC: "free some disk space, then run the same command again to resume",
-              errno.EACCES: "check the permissions of that path, or write elsewhere",
-              errno.EROFS: "that file system is read-only: write elsewhere"}.get(exc.errno or -1,
-                                                                                  "rerun with --debug for details")
+    advice = {
+        errno.ENOSPC: "free some disk space, then run the same command again to resume",
+        errno.EACCES: "check the permissions of that path, or write elsewhere",
+        errno.EROFS: "that file system is read-only: write elsewhere",
+    }.get(exc.errno or -1, "rerun with --debug for details")
     return f"{where}{exc.strerror or exc}; {advice}"
 
 

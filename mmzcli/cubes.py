@@ -31,22 +31,25 @@ def fold_of(ids: np.ndarray, n_folds: int = N_FOLDS) -> np.ndarray:
     return (z % np.uint64(n_folds)).astype(np.int8)
 
 
-def _resolve_inputs(project: Path, profile, tiles: str | None, catalog: Path | None,
-                    columns: dict[str, str], config: dict | None):
+def _resolve_inputs(
+    project: Path, profile, tiles: str | None, catalog: Path | None, columns: dict[str, str], config: dict | None
+):
     """Tiles, catalogue and column names: the command line wins over mmz.yaml, which wins over defaults."""
     from mmzcli.project import CONFIG_NAME, DEFAULT_COLUMNS
 
     inputs = (config or {}).get("inputs", {})
     if tiles is None and "tiles" not in inputs:
-        raise InputError(f"no tiles given: pass --tiles 'GLOB' or name them under inputs.tiles "
-                         f"in {project / CONFIG_NAME}")
+        raise InputError(
+            f"no tiles given: pass --tiles 'GLOB' or name them under inputs.tiles in {project / CONFIG_NAME}"
+        )
     if catalog is None and "catalog" not in inputs:
-        raise InputError(f"no spectroscopic catalogue given: pass --catalog FILE or name it under "
-                         f"inputs.catalog in {project / CONFIG_NAME}")
+        raise InputError(
+            f"no spectroscopic catalogue given: pass --catalog FILE or name it under "
+            f"inputs.catalog in {project / CONFIG_NAME}"
+        )
     tile_pattern, tile_base = (tiles, None) if tiles is not None else (inputs["tiles"], project)
     catalog_path = Path(catalog) if catalog is not None else project / inputs["catalog"]
-    names = {**DEFAULT_COLUMNS, "mag_ref": f"MAG_{profile.reference_band}",
-             **inputs.get("columns", {}), **columns}
+    names = {**DEFAULT_COLUMNS, "mag_ref": f"MAG_{profile.reference_band}", **inputs.get("columns", {}), **columns}
     return tile_pattern, tile_base, catalog_path, names
 
 
@@ -57,27 +60,43 @@ def _labels(path: Path, table: dict[str, np.ndarray], names: dict[str, str], gri
     bad_ebv = ~np.isfinite(ebv) | (ebv < 0)
     if bad_ebv.any():
         row = int(np.flatnonzero(bad_ebv)[0])
-        raise InputError(f"{path}: row {row}: {names['ebv']} = {ebv[row]} is not a valid E(B-V) "
-                         f"({int(bad_ebv.sum())} such rows); fill it from a dust map (e.g. SFD)")
+        raise InputError(
+            f"{path}: row {row}: {names['ebv']} = {ebv[row]} is not a valid E(B-V) "
+            f"({int(bad_ebv.sum())} such rows); fill it from a dust map (e.g. SFD)"
+        )
     no_z = ~np.isfinite(z) | (z < 0)
     out_of_grid = ~no_z & ((z < grid.z_min) | (z >= grid.z_max))
     flags = np.where(no_z, int(Flag.NO_ZSPEC), 0) | np.where(out_of_grid, int(Flag.ZSPEC_OUT_OF_GRID), 0)
     z = np.where(no_z, np.nan, z)
     counts = {"no_zspec": int(no_z.sum()), "zspec_out_of_grid": int(out_of_grid.sum())}
-    return (z.astype(np.float32), ebv.astype(np.float32),
-            np.asarray(table["mag_ref"], dtype=np.float32), ~no_z & ~out_of_grid, flags.astype(np.int32), counts)
+    return (
+        z.astype(np.float32),
+        ebv.astype(np.float32),
+        np.asarray(table["mag_ref"], dtype=np.float32),
+        ~no_z & ~out_of_grid,
+        flags.astype(np.int32),
+        counts,
+    )
 
 
 @releases_locks
-def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None = None,
-                catalog: Path | None = None, columns: dict[str, str] | None = None, jobs: int = 1,
-                overwrite: bool = False, console=None) -> dict:
+def build_cubes(
+    project: Path,
+    *,
+    survey: str | None = None,
+    tiles: str | None = None,
+    catalog: Path | None = None,
+    columns: dict[str, str] | None = None,
+    jobs: int = 1,
+    overwrite: bool = False,
+    console=None,
+) -> dict:
     """Build (or resume, or leave alone when complete) the project's cube store. Returns a summary."""
     from mmzcli import store
     from mmzcli.catalog import read_table
     from mmzcli.cutout import cut_to_store, summary_table
-    from mmzcli.tiles import expand_tiles, index_tiles
     from mmzcli.project import project_profile, read_config, write_config
+    from mmzcli.tiles import expand_tiles, index_tiles
 
     project = Path(project)
     profile = project_profile(project, survey)
@@ -92,8 +111,9 @@ def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None =
         if console is not None:
             console.print(f"{path} is complete; nothing to do (--overwrite rebuilds it)")
         return {"built": False}
-    tile_pattern, tile_base, catalog_path, names = _resolve_inputs(project, profile, tiles, catalog,
-                                                                   columns or {}, config)
+    tile_pattern, tile_base, catalog_path, names = _resolve_inputs(
+        project, profile, tiles, catalog, columns or {}, config
+    )
     catalog_path = catalog_path.resolve()  # resolved paths: the same build, however its paths are spelled
 
     def images_and_key():
@@ -108,13 +128,35 @@ def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None =
     table = read_table(catalog_path, names)
     z_spec, ebv, mag, labelled, z_flags, counts = _labels(catalog_path, table, names, profile.redshift_grid)
     images, key = images_and_key()
-    columns_out = {"id": table["id"], "ra": table["ra"], "dec": table["dec"], "ebv": ebv, "z_spec": z_spec,
-                   "mag_ref": mag, "fold": fold_of(table["id"])}
+    columns_out = {
+        "id": table["id"],
+        "ra": table["ra"],
+        "dec": table["dec"],
+        "ebv": ebv,
+        "z_spec": z_spec,
+        "mag_ref": mag,
+        "fold": fold_of(table["id"]),
+    }
     size = profile.cutout_size
-    group, summary = cut_to_store(path, images, profile, columns_out, image_name="cubes", size=size, key=key,
-                                  jobs=jobs, overwrite=overwrite, labelled=labelled, console=console,
-                                  attrs={"profile_snapshot": profile.to_dict(), "n_folds": N_FOLDS,
-                                         "catalog": str(catalog_path), "columns": names})
+    group, summary = cut_to_store(
+        path,
+        images,
+        profile,
+        columns_out,
+        image_name="cubes",
+        size=size,
+        key=key,
+        jobs=jobs,
+        overwrite=overwrite,
+        labelled=labelled,
+        console=console,
+        attrs={
+            "profile_snapshot": profile.to_dict(),
+            "n_folds": N_FOLDS,
+            "catalog": str(catalog_path),
+            "columns": names,
+        },
+    )
     with store.writing(store.partial_path(path)):
         store.write_array(group, "flags", store.read_array(group, "flags") | z_flags)
     count, total, total_sq = summary.pop("norm_sums")
@@ -122,15 +164,27 @@ def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None =
     mean = np.where(empty, 0.0, total / np.maximum(count, 1))
     std = np.where(empty, 1.0, np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean**2, 0.0)))
     std = np.where(std > 0, std, 1.0)
-    store.finish(group, path, {"norm/mean": mean.astype(np.float32), "norm/std": std.astype(np.float32)},
-                 attrs={"n_labelled": int(labelled.sum()), **counts})
+    store.finish(
+        group,
+        path,
+        {"norm/mean": mean.astype(np.float32), "norm/std": std.astype(np.float32)},
+        attrs={"n_labelled": int(labelled.sum()), **counts},
+    )
 
     if config is None or tiles is not None or catalog is not None or columns:
-        write_config(project, profile,
-                     tiles=tile_pattern if tile_base is not None else str(Path(tile_pattern).absolute()),
-                     catalog=os.path.relpath(catalog_path.absolute(), project.absolute()), columns=names)
-    summary.update(counts, built=True, labelled=int(labelled.sum()),
-                   empty_bands=[b for b, e in zip(profile.band_names, empty) if e])
+        write_config(
+            project,
+            profile,
+            tiles=tile_pattern if tile_base is not None else str(Path(tile_pattern).absolute()),
+            catalog=os.path.relpath(catalog_path.absolute(), project.absolute()),
+            columns=names,
+        )
+    summary.update(
+        counts,
+        built=True,
+        labelled=int(labelled.sum()),
+        empty_bands=[b for b, e in zip(profile.band_names, empty) if e],
+    )
     if console is not None:
         table_out = summary_table(summary, f"mmz build-cubes -> {path}")
         table_out.add_row("labelled (usable z_spec)", str(summary["labelled"]))
@@ -138,8 +192,10 @@ def build_cubes(project: Path, *, survey: str | None = None, tiles: str | None =
         table_out.add_row("z_spec outside the grid", str(counts["zspec_out_of_grid"]))
         console.print(table_out)
         if summary["empty_bands"]:
-            console.print(f"[yellow]warning:[/] no labelled object has data in band(s) "
-                          f"{', '.join(summary['empty_bands'])}: their normalisation is (0, 1)")
+            console.print(
+                f"[yellow]warning:[/] no labelled object has data in band(s) "
+                f"{', '.join(summary['empty_bands'])}: their normalisation is (0, 1)"
+            )
     return summary
 
 
@@ -154,12 +210,15 @@ def _refuse_other_inputs(path: Path, key: str, catalog: Path, names: dict[str, s
         what = f"catalogue {attrs['catalog']}, not {catalog}"
     elif attrs.get("columns") not in (None, names):
         was = attrs["columns"]
-        what = "columns " + ", ".join(f"{k} = {names.get(k)}, not {was.get(k)}" for k in sorted({*was, *names})
-                                      if names.get(k) != was.get(k))
+        what = "columns " + ", ".join(
+            f"{k} = {names.get(k)}, not {was.get(k)}" for k in sorted({*was, *names}) if names.get(k) != was.get(k)
+        )
     else:
         what = "other tiles, other file contents or another profile"
-    raise InputError(f"{path}: this complete store was built from other inputs ({what}); pass --overwrite to "
-                     f"rebuild it from these, or leave out --tiles/--catalog/column options to keep it")
+    raise InputError(
+        f"{path}: this complete store was built from other inputs ({what}); pass --overwrite to "
+        f"rebuild it from these, or leave out --tiles/--catalog/column options to keep it"
+    )
 
 
 def _same_file(recorded: str, catalog: Path) -> bool:
@@ -183,26 +242,39 @@ def verify_cubes(project: Path, console=None) -> dict:
     unlabelled_z = labelled & ~np.isfinite(z)
     if unlabelled_z.any():
         row = int(np.flatnonzero(unlabelled_z)[0])
-        raise InputError(f"{path}: row {row}: z_spec is {z[row]} but the row is not flagged NO_ZSPEC "
-                         f"({int(unlabelled_z.sum())} such rows): the store is damaged; {store.rebuild_hint(path)}")
+        raise InputError(
+            f"{path}: row {row}: z_spec is {z[row]} but the row is not flagged NO_ZSPEC "
+            f"({int(unlabelled_z.sum())} such rows): the store is damaged; {store.rebuild_hint(path)}"
+        )
     if group.attrs.get("n_labelled", int(labelled.sum())) != int(labelled.sum()):
-        raise InputError(f"{path}: {int(labelled.sum())} rows are labelled but {group.attrs['n_labelled']} were "
-                         f"when it was built: the store is damaged; {store.rebuild_hint(path)}")
+        raise InputError(
+            f"{path}: {int(labelled.sum())} rows are labelled but {group.attrs['n_labelled']} were "
+            f"when it was built: the store is damaged; {store.rebuild_hint(path)}"
+        )
     for name in ("norm/mean", "norm/std"):
         values = store.read_array(group, name)
-        if values.shape != (len(group.attrs["bands"]),) or not np.isfinite(values).all() \
-                or (name == "norm/std" and (values <= 0).any()):
-            raise InputError(f"{path}: array '{name}' is {values.tolist()}, not one finite"
-                             f"{' positive' if name == 'norm/std' else ''} value per band: the store is damaged; "
-                             f"{store.rebuild_hint(path)}")
+        if (
+            values.shape != (len(group.attrs["bands"]),)
+            or not np.isfinite(values).all()
+            or (name == "norm/std" and (values <= 0).any())
+        ):
+            raise InputError(
+                f"{path}: array '{name}' is {values.tolist()}, not one finite"
+                f"{' positive' if name == 'norm/std' else ''} value per band: the store is damaged; "
+                f"{store.rebuild_hint(path)}"
+            )
     report.update(rows=len(flags), labelled=int(labelled.sum()))
     if console is not None:
         size = report["bytes"] / 2**20
-        console.print(f"{path}: OK: {report['arrays']} arrays, {report['chunks']} chunks read ({size:.1f} MiB), "
-                      f"{report.get('blocks', 0)} blocks done, {report['rows']} rows of which "
-                      f"{report['labelled']} labelled, normalisation finite")
+        console.print(
+            f"{path}: OK: {report['arrays']} arrays, {report['chunks']} chunks read ({size:.1f} MiB), "
+            f"{report.get('blocks', 0)} blocks done, {report['rows']} rows of which "
+            f"{report['labelled']} labelled, normalisation finite"
+        )
         if report["schema_version"] < 2:
-            console.print(f"[yellow]note:[/] written by an older mmz that did not store chunks equal to the fill "
-                          f"value ({report['not_stored']} not stored), so a lost chunk cannot be told from an "
-                          f"empty one; `mmz build-cubes --overwrite` rebuilds it in the checkable form")
+            console.print(
+                f"[yellow]note:[/] written by an older mmz that did not store chunks equal to the fill "
+                f"value ({report['not_stored']} not stored), so a lost chunk cannot be told from an "
+                f"empty one; `mmz build-cubes --overwrite` rebuilds it in the checkable form"
+            )
     return report

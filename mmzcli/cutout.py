@@ -42,6 +42,7 @@ ARCSEC = math.pi / 180 / 3600
 
 # ----------------------------------------------------------------------------- geometry
 
+
 def tangent_grid(ra0: np.ndarray, dec0: np.ndarray, size: int, scale: float, offsets: np.ndarray | None = None):
     """RA, Dec (deg) of stamp pixels on the gnomonic grid centred on each source.
 
@@ -63,6 +64,7 @@ def tangent_grid(ra0: np.ndarray, dec0: np.ndarray, size: int, scale: float, off
 
 
 # ----------------------------------------------------------------------------- stamps
+
 
 def cut_image(image: TileImage, ra: np.ndarray, dec: np.ndarray, size: int, scale: float):
     """Stamps of ``image`` for sources at (ra, dec): returns (stamps [n,S,S] f4, ok [n], flags [n])."""
@@ -101,7 +103,7 @@ def _covered(data: np.ndarray, x: float, y: float) -> bool:
     ix, iy = int(round(x)), int(round(y))
     if not (0 <= ix < nx and 0 <= iy < ny):
         return False
-    patch = np.asarray(data[max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2])
+    patch = np.asarray(data[max(iy - 1, 0) : iy + 2, max(ix - 1, 0) : ix + 2])
     return bool(np.any(np.isfinite(patch) & (patch != 0)))
 
 
@@ -111,7 +113,7 @@ def _slice_into(out: np.ndarray, data: np.ndarray, x0: int, y0: int, sky: float 
     ny, nx = data.shape
     ys, ye, xs, xe = max(y0, 0), min(y0 + height, ny), max(x0, 0), min(x0 + width, nx)
     if ys < ye and xs < xe:
-        out[ys - y0:ye - y0, xs - x0:xe - x0] = data[ys:ye, xs:xe] - sky
+        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = data[ys:ye, xs:xe] - sky
     inside = x0 >= 0 and y0 >= 0 and x0 + width <= nx and y0 + height <= ny
     return 0 if inside else int(Flag.EDGE)
 
@@ -147,8 +149,9 @@ def _stamp_to_tile(image: TileImage, ra: float, dec: float, size: int, scale: fl
     return gx, gy, coef[:2]
 
 
-def _resample_into(out: np.ndarray, image: TileImage, data: np.ndarray, sky: float, ra: float, dec: float,
-                   size: int, scale: float) -> int:
+def _resample_into(
+    out: np.ndarray, image: TileImage, data: np.ndarray, sky: float, ra: float, dec: float, size: int, scale: float
+) -> int:
     """Lanczos-3 resampling of the tile onto the source's stamp grid, flux-conserving."""
     from scipy.ndimage import gaussian_filter
 
@@ -176,14 +179,17 @@ def _resample_into(out: np.ndarray, image: TileImage, data: np.ndarray, sky: flo
     wx = _LANCZOS3[np.rint((fx - ix) * steps).astype(np.int64)]
     wy = _LANCZOS3[np.rint((fy - iy) * steps).astype(np.int64)]
     taps = np.arange(-2, 4)
-    gathered = patch[(iy.astype(np.int64)[:, None] + taps)[:, :, None], (ix.astype(np.int64)[:, None] + taps)[:, None, :]]
+    gathered = patch[
+        (iy.astype(np.int64)[:, None] + taps)[:, :, None], (ix.astype(np.int64)[:, None] + taps)[:, None, :]
+    ]
     values = np.einsum("pk,pkl,pl->p", wy, gathered, wx)
     out[:] = (values * jacobian).reshape(size, size)
     return flags
 
 
-def cut_block(images: list[TileImage], assignment: np.ndarray, ra: np.ndarray, dec: np.ndarray,
-              size: int, scale: float):
+def cut_block(
+    images: list[TileImage], assignment: np.ndarray, ra: np.ndarray, dec: np.ndarray, size: int, scale: float
+):
     """All bands of a block of sources: returns (stamps [n,B,S,S], band_ok [n,B], flags [n])."""
     n, nb = assignment.shape
     stamps = np.zeros((n, nb, size, size), dtype=np.float32)
@@ -201,6 +207,7 @@ def cut_block(images: list[TileImage], assignment: np.ndarray, ra: np.ndarray, d
 
 
 # ----------------------------------------------------------------------------- the pipeline
+
 
 @dataclass(frozen=True)
 class BlockTask:
@@ -228,8 +235,9 @@ def _cut_task(task: BlockTask) -> tuple[int, Block]:
     return task.start, cut_block(_worker_images, task.assignment, task.ra, task.dec, task.size, task.scale)
 
 
-def cut_blocks(images: list[TileImage], tasks: Iterable[BlockTask], jobs: int,
-               record: Callable[[int, Block], None]) -> None:
+def cut_blocks(
+    images: list[TileImage], tasks: Iterable[BlockTask], jobs: int, record: Callable[[int, Block], None]
+) -> None:
     """Cut every block, in ``jobs`` worker processes when > 1; ``record(start, block)`` runs here, in completion order.
 
     At most 2 x jobs blocks are in flight, so memory does not grow with the number of blocks.
@@ -251,9 +259,21 @@ def cut_blocks(images: list[TileImage], tasks: Iterable[BlockTask], jobs: int,
             record(*future.result())
 
 
-def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, np.ndarray], *,
-                 image_name: str, size: int, key: str, jobs: int = 1, overwrite: bool = False,
-                 attrs: dict | None = None, labelled: np.ndarray | None = None, console=None):
+def cut_to_store(
+    path: Path,
+    images: list[TileImage],
+    profile,
+    table: dict[str, np.ndarray],
+    *,
+    image_name: str,
+    size: int,
+    key: str,
+    jobs: int = 1,
+    overwrite: bool = False,
+    attrs: dict | None = None,
+    labelled: np.ndarray | None = None,
+    console=None,
+):
     """Cut every source of ``table`` (id, ra, dec, ...) into a Zarr store at ``path``.
 
     Resumes a partial store built from the same inputs; parallel over blocks of
@@ -265,10 +285,17 @@ def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, 
 
     bands = profile.band_names
     n = len(table["id"])
-    group = store.open_for_writing(path, key=key, n=n, bands=bands, size=size, image_name=image_name,
-                                   columns=table, overwrite=overwrite,
-                                   attrs={"profile": profile.name, "pixel_scale": profile.pixel_scale,
-                                          **(attrs or {})})
+    group = store.open_for_writing(
+        path,
+        key=key,
+        n=n,
+        bands=bands,
+        size=size,
+        image_name=image_name,
+        columns=table,
+        overwrite=overwrite,
+        attrs={"profile": profile.name, "pixel_scale": profile.pixel_scale, **(attrs or {})},
+    )
     done = set(group.attrs["blocks_done"])
     todo = [s for s in range(0, n, BLOCK_ROWS) if s not in done]
     remaining = sum(min(BLOCK_ROWS, n - s) for s in todo)
@@ -276,31 +303,44 @@ def cut_to_store(path: Path, images: list[TileImage], profile, table: dict[str, 
     assignment = assign_images(images, table["ra"], table["dec"], bands) if todo else None
     started = time.perf_counter()
 
-    tasks = (BlockTask(s, assignment[s:s + BLOCK_ROWS], table["ra"][s:s + BLOCK_ROWS],
-                       table["dec"][s:s + BLOCK_ROWS], size, profile.pixel_scale) for s in todo)
+    tasks = (
+        BlockTask(
+            s,
+            assignment[s : s + BLOCK_ROWS],
+            table["ra"][s : s + BLOCK_ROWS],
+            table["dec"][s : s + BLOCK_ROWS],
+            size,
+            profile.pixel_scale,
+        )
+        for s in todo
+    )
 
     def record(start, result):
         nonlocal sums
         stamps, band_ok, flags = result
         progress = {}
         if labelled is not None:
-            sums = sums + _compressed_sums(stamps, band_ok, labelled[start:start + len(stamps)])
+            sums = sums + _compressed_sums(stamps, band_ok, labelled[start : start + len(stamps)])
             progress["norm_sums"] = sums.tolist()
         store.write_block(group, image_name, start, stamps, band_ok, flags, progress)
         bar.advance(task, len(stamps))
 
     with progress_bar(console) as bar:
-        task = bar.add_task(f"cutting {n} sources x {len(bands)} bands", total=n,
-                            completed=n - remaining)
+        task = bar.add_task(f"cutting {n} sources x {len(bands)} bands", total=n, completed=n - remaining)
         cut_blocks(images, tasks, jobs if len(todo) > 1 else 1, record)
     elapsed = time.perf_counter() - started
     flags = group["flags"][:]
     band_ok = group["band_ok"][:]
     summary = {
-        "sources": n, "bands": len(bands), "all_bands": int(band_ok.all(axis=1).sum()),
-        **{f.name.lower(): int(((flags & f) != 0).sum()) for f in
-           (Flag.EDGE, Flag.NAN_PIXELS, Flag.MISSING_BAND, Flag.OUTSIDE, Flag.RESAMPLED)},
-        "seconds": elapsed, "cut_now": remaining,
+        "sources": n,
+        "bands": len(bands),
+        "all_bands": int(band_ok.all(axis=1).sum()),
+        **{
+            f.name.lower(): int(((flags & f) != 0).sum())
+            for f in (Flag.EDGE, Flag.NAN_PIXELS, Flag.MISSING_BAND, Flag.OUTSIDE, Flag.RESAMPLED)
+        },
+        "seconds": elapsed,
+        "cut_now": remaining,
     }
     if labelled is not None:
         summary["norm_sums"] = sums
@@ -327,10 +367,15 @@ def summary_table(summary: dict, title: str):
     from rich.table import Table
 
     table = Table(title=title, show_header=False)
-    rows = [("sources", summary["sources"]), ("with all bands", summary["all_bands"]),
-            ("EDGE", summary["edge"]), ("NAN_PIXELS", summary["nan_pixels"]),
-            ("MISSING_BAND", summary["missing_band"]), ("OUTSIDE (no tile)", summary["outside"]),
-            ("RESAMPLED", summary["resampled"])]
+    rows = [
+        ("sources", summary["sources"]),
+        ("with all bands", summary["all_bands"]),
+        ("EDGE", summary["edge"]),
+        ("NAN_PIXELS", summary["nan_pixels"]),
+        ("MISSING_BAND", summary["missing_band"]),
+        ("OUTSIDE (no tile)", summary["outside"]),
+        ("RESAMPLED", summary["resampled"]),
+    ]
     for name, value in rows:
         table.add_row(name, str(value))
     if summary["cut_now"]:
@@ -341,9 +386,20 @@ def summary_table(summary: dict, title: str):
 
 # ----------------------------------------------------------------------------- mmz cutout
 
+
 @releases_locks
-def run_cutout(tiles: list[Path], catalog: Path, profile: Profile, output: Path, *, size: int | None,
-               columns: dict[str, str], jobs: int = 1, overwrite: bool = False, console=None) -> dict:
+def run_cutout(
+    tiles: list[Path],
+    catalog: Path,
+    profile: Profile,
+    output: Path,
+    *,
+    size: int | None,
+    columns: dict[str, str],
+    jobs: int = 1,
+    overwrite: bool = False,
+    console=None,
+) -> dict:
     """``mmz cutout``: stamps of every catalogue source into a Zarr store (see module docstring)."""
     from mmzcli import store
     from mmzcli.catalog import read_table
@@ -358,8 +414,18 @@ def run_cutout(tiles: list[Path], catalog: Path, profile: Profile, output: Path,
     table = read_table(catalog, columns)
     images = index_tiles(expand_tiles(tiles), profile)
     key = store.inputs_key("cutout", images, catalog, columns, profile.to_dict(), size)
-    group, summary = cut_to_store(output, images, profile, table, image_name="stamps", size=size,
-                                  key=key, jobs=jobs, overwrite=overwrite, console=console)
+    group, summary = cut_to_store(
+        output,
+        images,
+        profile,
+        table,
+        image_name="stamps",
+        size=size,
+        key=key,
+        jobs=jobs,
+        overwrite=overwrite,
+        console=console,
+    )
     store.finish(group, output)
     if console is not None:
         console.print(summary_table(summary, f"mmz cutout -> {output}"))

@@ -44,42 +44,76 @@ def run_demo(directory: Path, *, jobs: int = 2, console=None) -> dict:
         action()
         timings[name] = time.perf_counter() - start
 
-    step("simulate", read_config(directory) is not None,
-         lambda: simulate_survey(DEMO_PROFILE, DEMO_GALAXIES, directory, seed=0, jobs=jobs,
-                                 tile_size=DEMO_TILE_SIZE, console=console))
-    step("build-cubes", store.is_complete(store.cubes_path(directory)),
-         lambda: build_cubes(directory, jobs=jobs, console=console))
+    step(
+        "simulate",
+        read_config(directory) is not None,
+        lambda: simulate_survey(
+            DEMO_PROFILE, DEMO_GALAXIES, directory, seed=0, jobs=jobs, tile_size=DEMO_TILE_SIZE, console=console
+        ),
+    )
+    step(
+        "build-cubes",
+        store.is_complete(store.cubes_path(directory)),
+        lambda: build_cubes(directory, jobs=jobs, console=console),
+    )
     profile = project_profile(directory, None)
-    settings = {"width": DEMO_WIDTH, "norm": "batch",
-                "train": TrainConfig(epochs=DEMO_EPOCHS, folds=(DEMO_FOLD,), amp=False)}
-    runs = {"early": RunSpec(fusion="early", modality_size=2, orders=(1,), **settings),
-            "baseline": RunSpec(baseline=True, **settings)}
+    settings = {
+        "width": DEMO_WIDTH,
+        "norm": "batch",
+        "train": TrainConfig(epochs=DEMO_EPOCHS, folds=(DEMO_FOLD,), amp=False),
+    }
+    runs = {
+        "early": RunSpec(fusion="early", modality_size=2, orders=(1,), **settings),
+        "baseline": RunSpec(baseline=True, **settings),
+    }
     catalogs = directory / "catalogs"
     catalogs.mkdir(parents=True, exist_ok=True)
     for label, spec in runs.items():
         name = spec.default_name()
-        step(f"train {label} ({name})", directory / "runs" / name / "metrics.json",
-             lambda spec=spec: train_run(directory, profile, spec, console=console))
-        step(f"predict --cubes {label}", catalogs / f"oof-{label}.fits",
-             lambda name=name, label=label: predict_cubes(directory, catalogs / f"oof-{label}.fits", run=name,
-                                                          console=console))
+        step(
+            f"train {label} ({name})",
+            directory / "runs" / name / "metrics.json",
+            lambda spec=spec: train_run(directory, profile, spec, console=console),
+        )
+        step(
+            f"predict --cubes {label}",
+            catalogs / f"oof-{label}.fits",
+            lambda name=name, label=label: predict_cubes(
+                directory, catalogs / f"oof-{label}.fits", run=name, console=console
+            ),
+        )
     survey = directory / "photoz_cat.fits"
-    step("predict (tiles -> catalogue)", survey,
-         lambda: predict_tiles(sorted((directory / "tiles").glob("*.fits")), survey,
-                               PredictOptions(project=directory, run=runs["early"].default_name(),
-                                              catalog=directory / "specz.fits"), console=console))
+    step(
+        "predict (tiles -> catalogue)",
+        survey,
+        lambda: predict_tiles(
+            sorted((directory / "tiles").glob("*.fits")),
+            survey,
+            PredictOptions(project=directory, run=runs["early"].default_name(), catalog=directory / "specz.fits"),
+            console=console,
+        ),
+    )
     oof = [catalogs / "oof-early.fits", catalogs / "oof-baseline.fits"]
-    step("evaluate", directory / "evaluate" / "metrics.json",
-         lambda: evaluate_catalogs(oof, output=directory / "evaluate", console=console))
-    step("bootstrap", directory / "bootstrap" / "bootstrap.json",
-         lambda: run_bootstrap(oof[1], oof[0], output=directory / "bootstrap", console=console))
-    _say(console, f"\n[green]demo complete[/] in {sum(timings.values()):.0f} s (this run)\n"
-                  f"  survey catalogue   {survey}\n"
-                  f"  out-of-fold        {catalogs}/oof-early.fits, oof-baseline.fits\n"
-                  f"  metrics and plots  {directory / 'evaluate'}/ (metrics.json, *.png)\n"
-                  f"  significance       {directory / 'bootstrap'}/ (bootstrap.json, bootstrap.png)\n"
-                  f"CPU-sized networks (width {DEMO_WIDTH}, fold {DEMO_FOLD} only, {DEMO_EPOCHS} epochs): "
-                  f"these numbers show the tool working, not the method's accuracy.")
+    step(
+        "evaluate",
+        directory / "evaluate" / "metrics.json",
+        lambda: evaluate_catalogs(oof, output=directory / "evaluate", console=console),
+    )
+    step(
+        "bootstrap",
+        directory / "bootstrap" / "bootstrap.json",
+        lambda: run_bootstrap(oof[1], oof[0], output=directory / "bootstrap", console=console),
+    )
+    _say(
+        console,
+        f"\n[green]demo complete[/] in {sum(timings.values()):.0f} s (this run)\n"
+        f"  survey catalogue   {survey}\n"
+        f"  out-of-fold        {catalogs}/oof-early.fits, oof-baseline.fits\n"
+        f"  metrics and plots  {directory / 'evaluate'}/ (metrics.json, *.png)\n"
+        f"  significance       {directory / 'bootstrap'}/ (bootstrap.json, bootstrap.png)\n"
+        f"CPU-sized networks (width {DEMO_WIDTH}, fold {DEMO_FOLD} only, {DEMO_EPOCHS} epochs): "
+        f"these numbers show the tool working, not the method's accuracy.",
+    )
     return timings
 
 

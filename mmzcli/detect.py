@@ -62,17 +62,25 @@ def detect(reference, images) -> dict[str, np.ndarray]:
 
     usable = [image for image in images if same_grid(reference, image)]
     if not usable:
-        raise InputError(f"{reference.path}: no detection band on this tile's pixel grid; "
-                         f"give the tiles of the profile's detection_bands")
+        raise InputError(
+            f"{reference.path}: no detection band on this tile's pixel grid; "
+            f"give the tiles of the profile's detection_bands"
+        )
     data = detection_image(usable)
     mask = ~np.isfinite(data)
     data[mask] = 0.0
     sep.set_extract_pixstack(max(300_000, data.size // 4))
     sep.set_sub_object_limit(4096)
-    objects = sep.extract(data, THRESHOLD, err=1.0, mask=mask, minarea=MIN_AREA,
-                          deblend_nthresh=DEBLEND_NTHRESH, deblend_cont=DEBLEND_CONT)
+    objects = sep.extract(
+        data,
+        THRESHOLD,
+        err=1.0,
+        mask=mask,
+        minarea=MIN_AREA,
+        deblend_nthresh=DEBLEND_NTHRESH,
+        deblend_cont=DEBLEND_CONT,
+    )
     x, y = objects["x"].astype(np.float64), objects["y"].astype(np.float64)
     ra, dec = pixel_to_sky(reference, x, y)
     snr = objects["flux"] / np.sqrt(np.maximum(objects["npix"], 1))
-    return {"x": x, "y": y, "ra": ra, "dec": dec, "snr": snr,
-            "bands": [image.band for image in usable]}
+    return {"x": x, "y": y, "ra": ra, "dec": dec, "snr": snr, "bands": [image.band for image in usable]}

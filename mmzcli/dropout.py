@@ -75,16 +75,20 @@ def predict_dropped(project: Path, run: str, *, device: str = "auto", console=No
     run_dir, settings = _run_settings(project, run)
     config = ModelConfig.from_dict(settings["model"])
     if not config.modality_dropout:
-        raise ConfigError(f"{run_dir.path}: run '{run}' was not trained with modality dropout; the scan needs a model "
-                          f"that learnt to predict with modalities missing (mmz train --modality-dropout)")
+        raise ConfigError(
+            f"{run_dir.path}: run '{run}' was not trained with modality dropout; the scan needs a model "
+            f"that learnt to predict with modalities missing (mmz train --modality-dropout)"
+        )
     train = settings.get("train", {})
     seeds = int(train.get("seeds", 1))
     group = open_store(cubes_path(project))
     folds = group["fold"][:]
     done = run_dir.finished_folds(int(group.attrs["n_folds"]), seeds)
     if not done:
-        raise InputError(f"{run_dir.path}: no fold has its {seeds} finished model(s) (fold<k>_seed<r>.pt); "
-                         f"finish training first (mmz train ... --name {run})")
+        raise InputError(
+            f"{run_dir.path}: no fold has its {seeds} finished model(s) (fold<k>_seed<r>.pt); "
+            f"finish training first (mmz train ... --name {run})"
+        )
     rows = labelled_rows(group)
     rows = rows[np.isin(folds[rows], done)]
     infer = TrainConfig(amp=bool(train.get("amp", False)), channels_last=bool(train.get("channels_last", True)))
@@ -111,13 +115,22 @@ def predict_dropped(project: Path, run: str, *, device: str = "auto", console=No
                             with autocast(device, infer.amp):
                                 logits, _ = model(x, ebv, ok, drop=drop.expand(len(x), m))
                             p = torch.softmax(logits.float(), -1).cpu().numpy()
-                            mean_pdf[start:start + len(p)] += p / seeds
+                            mean_pdf[start : start + len(p)] += p / seeds
                             start += len(p)
                             progress.advance(task, len(p))
                 z_phot[j, at] = pdf.median(mean_pdf, edges)
-    return {"id": group["id"][:][rows], "fold": folds[rows].astype(np.int64), "z_spec": source.z[rows].astype(np.float64),
-            "z_phot": z_phot, "names": names, "modalities": [list(mod) for mod in config.modalities],
-            "folds": done, "edges": edges, "run_dir": run_dir, "settings": settings}
+    return {
+        "id": group["id"][:][rows],
+        "fold": folds[rows].astype(np.int64),
+        "z_spec": source.z[rows].astype(np.float64),
+        "z_phot": z_phot,
+        "names": names,
+        "modalities": [list(mod) for mod in config.modalities],
+        "folds": done,
+        "edges": edges,
+        "run_dir": run_dir,
+        "settings": settings,
+    }
 
 
 def _reference_run(project: Path, run: str) -> dict:
@@ -131,21 +144,47 @@ def _reference_run(project: Path, run: str) -> dict:
     oof = np.load(path)
     edges = _edges(settings["model"])
     if oof["pdf"].shape[1] != len(edges) - 1:
-        raise InputError(f"{path}: PDFs of {oof['pdf'].shape[1]} bins, but {run_dir.config_path} has "
-                         f"{len(edges) - 1}; the run directory is inconsistent")
-    return {"id": oof["id"].astype(np.int64), "fold": oof["fold"].astype(np.int64),
-            "z_spec": oof["z_spec"].astype(np.float64), "z_phot": pdf.median(oof["pdf"], edges)}
+        raise InputError(
+            f"{path}: PDFs of {oof['pdf'].shape[1]} bins, but {run_dir.config_path} has "
+            f"{len(edges) - 1}; the run directory is inconsistent"
+        )
+    return {
+        "id": oof["id"].astype(np.int64),
+        "fold": oof["fold"].astype(np.int64),
+        "z_spec": oof["z_spec"].astype(np.float64),
+        "z_phot": pdf.median(oof["pdf"], edges),
+    }
 
 
-def _curve(label: str, kind: str, dz: np.ndarray, z_spec: np.ndarray, fold: np.ndarray, threshold: float,
-           modality: list[str] | None = None) -> dict:
+def _curve(
+    label: str,
+    kind: str,
+    dz: np.ndarray,
+    z_spec: np.ndarray,
+    fold: np.ndarray,
+    threshold: float,
+    modality: list[str] | None = None,
+) -> dict:
     binned = metrics.binned_metrics(dz, z_spec, threshold, N_BINS, fold)
-    return {"label": label, "kind": kind, "modality": modality, "mean": float(np.mean(binned["sigma_mad"])),
-            "overall": metrics.point_metrics(dz, threshold), "binned": binned}
+    return {
+        "label": label,
+        "kind": kind,
+        "modality": modality,
+        "mean": float(np.mean(binned["sigma_mad"])),
+        "overall": metrics.point_metrics(dz, threshold),
+        "binned": binned,
+    }
 
 
-def dropout_scan(project: Path, run: str, *, baselines: list[str] | tuple = (), output: Path | None = None,
-                 device: str = "auto", console=None) -> dict:
+def dropout_scan(
+    project: Path,
+    run: str,
+    *,
+    baselines: list[str] | tuple = (),
+    output: Path | None = None,
+    device: str = "auto",
+    console=None,
+) -> dict:
     """``mmz dropout-scan``: dropout.json, dropout_vs_z.png and a ranked table on the terminal."""
     from mmzcli import __version__, plots
     from mmzcli.atomic import atomic_write_text
@@ -163,12 +202,17 @@ def dropout_scan(project: Path, run: str, *, baselines: list[str] | tuple = (), 
     for name, ref in references.items():
         common = np.isin(ids, ref["id"])
         if not common.any():
-            raise InputError(f"runs '{run}' and '{name}': no common out-of-fold object; compare runs trained on "
-                             f"the same store")
+            raise InputError(
+                f"runs '{run}' and '{name}': no common out-of-fold object; compare runs trained on the same store"
+            )
         keep &= common
     if console is not None and not keep.all():
-        console.print(f"[yellow]note:[/] {int((~keep).sum())} of {len(ids)} objects are not in every run; "
-                      f"comparing the {int(keep.sum())} common ones", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]note:[/] {int((~keep).sum())} of {len(ids)} objects are not in every run; "
+            f"comparing the {int(keep.sum())} common ones",
+            highlight=False,
+            soft_wrap=True,
+        )
     ids, z_spec, fold = ids[keep], scan["z_spec"][keep], scan["fold"][keep]
 
     curves = []
@@ -190,12 +234,24 @@ def dropout_scan(project: Path, run: str, *, baselines: list[str] | tuple = (), 
 
     out_dir = Path(output) if output is not None else scan["run_dir"].path / "dropout"
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"mmz_version": __version__, "run": run, "project": str(project), "n": int(keep.sum()),
-              "folds": scan["folds"], "outlier_threshold": threshold, "baselines": list(baselines),
-              "ranking": "mean over 8 equal-count z_spec bins of sigma_MAD, lowest first", "curves": curves}
+    report = {
+        "mmz_version": __version__,
+        "run": run,
+        "project": str(project),
+        "n": int(keep.sum()),
+        "folds": scan["folds"],
+        "outlier_threshold": threshold,
+        "baselines": list(baselines),
+        "ranking": "mean over 8 equal-count z_spec bins of sigma_MAD, lowest first",
+        "curves": curves,
+    }
     atomic_write_text(out_dir / "dropout.json", json.dumps(report, indent=1))
-    plots.dropout_vs_z(curves, z_spec, out_dir / "dropout_vs_z.png",
-                       f"Modality dropout scan of run {run} ({report['n']} out-of-fold objects)")
+    plots.dropout_vs_z(
+        curves,
+        z_spec,
+        out_dir / "dropout_vs_z.png",
+        f"Modality dropout scan of run {run} ({report['n']} out-of-fold objects)",
+    )
     if console is not None:
         print_table(report, console)
         console.print(f"wrote {out_dir / 'dropout.json'} and {out_dir / 'dropout_vs_z.png'}", highlight=False)
@@ -205,12 +261,27 @@ def dropout_scan(project: Path, run: str, *, baselines: list[str] | tuple = (), 
 def print_table(report: dict, console) -> None:
     from rich.table import Table
 
-    table = Table("rank", "dropped", "mean σ_MAD (z bins)", "change", "σ_MAD (all)",
-                  f"η(|Δz|≥{report['outlier_threshold']:g}) %", "bias",
-                  title=f"Modality dropout: run {report['run']}, {report['n']} objects, ranked by mean σ_MAD")
+    table = Table(
+        "rank",
+        "dropped",
+        "mean σ_MAD (z bins)",
+        "change",
+        "σ_MAD (all)",
+        f"η(|Δz|≥{report['outlier_threshold']:g}) %",
+        "bias",
+        title=f"Modality dropout: run {report['run']}, {report['n']} objects, ranked by mean σ_MAD",
+    )
     for i, c in enumerate(report["curves"], 1):
         o = c["overall"]
         style = "dim" if c["kind"] == "single" else ("bold" if c["kind"] in ("none", "reference") else "")
-        table.add_row(str(i), c["label"], f"{c['mean']:.4f}", f"{100 * c['mean_change']:+.1f} %",
-                      f"{o['sigma_mad']:.4f}", f"{100 * o['eta']:.2f}", f"{o['bias']:+.4f}", style=style)
+        table.add_row(
+            str(i),
+            c["label"],
+            f"{c['mean']:.4f}",
+            f"{100 * c['mean_change']:+.1f} %",
+            f"{o['sigma_mad']:.4f}",
+            f"{100 * o['eta']:.2f}",
+            f"{o['bias']:+.4f}",
+            style=style,
+        )
     console.print(table)

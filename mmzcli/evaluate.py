@@ -52,10 +52,20 @@ class Scored:
         self.dz = metrics.delta_z(self.z_phot, self.z_spec)
 
     def take(self, rows: np.ndarray) -> Scored:
-        return Scored(self.label, self.path, self.header, self.edges, self.threshold, self.id[rows],
-                      self.z_phot[rows], self.z_spec[rows], self.pdf[rows],
-                      None if self.mag is None else self.mag[rows], self.mag_column,
-                      None if self.fold is None else self.fold[rows])
+        return Scored(
+            self.label,
+            self.path,
+            self.header,
+            self.edges,
+            self.threshold,
+            self.id[rows],
+            self.z_phot[rows],
+            self.z_spec[rows],
+            self.pdf[rows],
+            None if self.mag is None else self.mag[rows],
+            self.mag_column,
+            None if self.fold is None else self.fold[rows],
+        )
 
 
 def _note(console, text: str) -> None:
@@ -78,16 +88,22 @@ def read_truth(path: Path, mag_column: str | None, id_col: str = "ID", z_col: st
     """ID and Z_SPEC (and the magnitude column when it is there) of a spectroscopic table."""
     from mmzcli.catalog import read_table
 
-    return read_table(path, {"id": id_col, "z_spec": z_col}, optional={"mag": mag_column} if mag_column else None,
-                      options={"id": "--id-col", "z_spec": "--z-col"})
+    return read_table(
+        path,
+        {"id": id_col, "z_spec": z_col},
+        optional={"mag": mag_column} if mag_column else None,
+        options={"id": "--id-col", "z_spec": "--z-col"},
+    )
 
 
 def _numeric(cat, name: str) -> np.ndarray:
     """A column of a photo-z catalogue as float64: a hand-made file may hold text where mmz writes numbers."""
     values = np.asarray(cat.columns[name])
     if values.dtype.kind not in "biuf":
-        raise InputError(f"{cat.path}: column {name!r} must hold numbers, found {values.dtype}; "
-                         f"give a catalogue written by mmz predict")
+        raise InputError(
+            f"{cat.path}: column {name!r} must hold numbers, found {values.dtype}; "
+            f"give a catalogue written by mmz predict"
+        )
     return values.astype(np.float64)
 
 
@@ -101,8 +117,9 @@ def check_output_dir(path: Path) -> Path:
             where = "is an existing file" if place == path else f"lies under {place}, which is a file"
             raise ConfigError(f"output directory {path} (--output): {where}; name a directory, new or existing")
         if not os.access(place, os.W_OK | os.X_OK):
-            raise ConfigError(f"output directory {path} (--output): {place} is not writable; "
-                              f"name a directory you can write in")
+            raise ConfigError(
+                f"output directory {path} (--output): {place} is not writable; name a directory you can write in"
+            )
         break
     return path
 
@@ -112,8 +129,10 @@ def make_output_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"output directory {path} (--output): cannot create it ({exc.strerror or exc}); "
-                          f"name a directory you can write in") from None
+        raise ConfigError(
+            f"output directory {path} (--output): cannot create it ({exc.strerror or exc}); "
+            f"name a directory you can write in"
+        ) from None
     return path
 
 
@@ -126,8 +145,15 @@ def _join(ids: np.ndarray, truth: dict[str, np.ndarray], key: str) -> np.ndarray
     return np.where(found, np.asarray(truth[key], dtype=np.float64)[order][pos], np.nan)
 
 
-def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str | None = None,
-                 id_col: str = "ID", z_col: str = "Z_SPEC", console=None) -> list[Scored]:
+def load_matched(
+    paths: list[Path],
+    *,
+    truth: Path | None = None,
+    mag_col: str | None = None,
+    id_col: str = "ID",
+    z_col: str = "Z_SPEC",
+    console=None,
+) -> list[Scored]:
     """Read catalogues, join the truth, keep the objects every catalogue can be scored on, sorted by ID.
 
     Raises ``InputError`` for a missing column, catalogues on different redshift
@@ -143,8 +169,10 @@ def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str |
     first = cats[0]
     for cat in cats[1:]:
         if len(cat.edges) != len(first.edges) or not np.allclose(cat.edges, first.edges, rtol=0, atol=1e-9):
-            raise InputError(f"{first.path} and {cat.path}: different redshift grids ({_grid_text(first.edges)} "
-                             f"vs {_grid_text(cat.edges)}); compare catalogues predicted on the same grid")
+            raise InputError(
+                f"{first.path} and {cat.path}: different redshift grids ({_grid_text(first.edges)} "
+                f"vs {_grid_text(cat.edges)}); compare catalogues predicted on the same grid"
+            )
     thresholds = []
     for cat in cats:
         if "OUTLTHR" in cat.header:
@@ -154,16 +182,20 @@ def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str |
             _note(console, f"{cat.path}: no OUTLTHR keyword; eta uses |dz| >= {DEFAULT_THRESHOLD}")
     for cat, t in zip(cats[1:], thresholds[1:]):
         if t != thresholds[0]:
-            raise InputError(f"{first.path} and {cat.path}: different outlier thresholds (OUTLTHR "
-                             f"{thresholds[0]:g} vs {t:g}); compare catalogues of the same survey profile")
+            raise InputError(
+                f"{first.path} and {cat.path}: different outlier thresholds (OUTLTHR "
+                f"{thresholds[0]:g} vs {t:g}); compare catalogues of the same survey profile"
+            )
 
     scored, truths = [], {}
     for cat, label, threshold in zip(cats, _labels(paths), thresholds):
         cols = cat.columns
         ids = np.asarray(cols["ID"])
         if ids.dtype.kind not in "iu":
-            raise InputError(f"{cat.path}: column 'ID' must hold integer ids, found {ids.dtype}; "
-                             f"give a catalogue written by mmz predict")
+            raise InputError(
+                f"{cat.path}: column 'ID' must hold integer ids, found {ids.dtype}; "
+                f"give a catalogue written by mmz predict"
+            )
         ids = ids.astype(np.int64)
         if len(np.unique(ids)) != len(ids):
             raise InputError(f"{cat.path}: column 'ID' repeats ids; objects are matched by ID, which must be unique")
@@ -178,8 +210,10 @@ def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str |
             joined = _join(ids, known, "z_spec")
             z_spec = joined if z_spec is None else np.where(np.isfinite(z_spec), z_spec, joined)
         if z_spec is None:
-            raise InputError(f"{cat.path}: no column 'Z_SPEC'; give the spectroscopic redshifts with "
-                             f"--truth specz.fits (columns ID, Z_SPEC; see --id-col, --z-col)")
+            raise InputError(
+                f"{cat.path}: no column 'Z_SPEC'; give the spectroscopic redshifts with "
+                f"--truth specz.fits (columns ID, Z_SPEC; see --id-col, --z-col)"
+            )
         mag = _numeric(cat, mag_name) if mag_name in cols else None
         if "mag" in known:
             joined = _join(ids, known, "mag")
@@ -188,15 +222,32 @@ def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str |
             where = f"{cat.path}" + (f" or {truth}" if truth is not None else "")
             raise InputError(f"{where}: no column '{mag_name}' for --mag-col; name a magnitude column present")
         if mag is None and mag_name:
-            _note(console, f"{cat.path}: no column '{mag_name}'; no metrics against magnitude "
-                           f"(give --truth with {mag_name} or --mag-col)")
+            _note(
+                console,
+                f"{cat.path}: no column '{mag_name}'; no metrics against magnitude "
+                f"(give --truth with {mag_name} or --mag-col)",
+            )
         pdf = _numeric(cat, "PDF")
         z_phot = _numeric(cat, "Z_PHOT")
         fold = _numeric(cat, "FOLD") if "FOLD" in cols else None
         if fold is not None:
             fold = np.where(np.isfinite(fold), fold, -1).astype(np.int64)
-        scored.append(Scored(label, cat.path, cat.header, cat.edges, threshold, ids, z_phot, z_spec, pdf,
-                             mag, mag_name if mag is not None else None, fold))
+        scored.append(
+            Scored(
+                label,
+                cat.path,
+                cat.header,
+                cat.edges,
+                threshold,
+                ids,
+                z_phot,
+                z_spec,
+                pdf,
+                mag,
+                mag_name if mag is not None else None,
+                fold,
+            )
+        )
 
     # objects every catalogue can be scored on
     usable = []
@@ -209,24 +260,35 @@ def load_matched(paths: list[Path], *, truth: Path | None = None, mag_col: str |
             raise InputError(f"{s.path}: the catalogue has no rows; give a catalogue of objects with a z_spec")
         if not ok.any():
             joined = "" if truth is None else f" (after joining {truth} by ID)"
-            reasons = [f"{int(count)} {what}" for count, what in (
-                ((~z_ok).sum(), f"without a Z_SPEC in (-1, {Z_SPEC_MAX:g}]{joined}"),
-                ((~np.isfinite(s.z_phot)).sum(), "without a finite Z_PHOT"),
-                ((~pdf_ok).sum(), "without a valid PDF (finite, >= 0, not all 0)")) if count]
-            raise InputError(f"{s.path}: none of its {len(ok)} objects can be scored ({', '.join(reasons)}); "
-                             f"give objects with a spectroscopic redshift (--truth supplies Z_SPEC) and a valid PDF")
+            reasons = [
+                f"{int(count)} {what}"
+                for count, what in (
+                    ((~z_ok).sum(), f"without a Z_SPEC in (-1, {Z_SPEC_MAX:g}]{joined}"),
+                    ((~np.isfinite(s.z_phot)).sum(), "without a finite Z_PHOT"),
+                    ((~pdf_ok).sum(), "without a valid PDF (finite, >= 0, not all 0)"),
+                )
+                if count
+            ]
+            raise InputError(
+                f"{s.path}: none of its {len(ok)} objects can be scored ({', '.join(reasons)}); "
+                f"give objects with a spectroscopic redshift (--truth supplies Z_SPEC) and a valid PDF"
+            )
         usable.append(ok)
     common = scored[0].id[usable[0]]
     for s, ok in zip(scored[1:], usable[1:]):
         common = np.intersect1d(common, s.id[ok])
     if len(common) == 0:
-        raise InputError(f"{' and '.join(str(s.path) for s in scored)}: no common ID among the objects with a "
-                         f"z_phot and a z_spec; compare catalogues of the same objects")
+        raise InputError(
+            f"{' and '.join(str(s.path) for s in scored)}: no common ID among the objects with a "
+            f"z_phot and a z_spec; compare catalogues of the same objects"
+        )
     if len(scored) > 1:
         union = len(np.unique(np.concatenate([s.id[ok] for s, ok in zip(scored, usable)])))
         if union > len(common):
-            _note(console, f"{union - len(common)} objects are not in every catalogue; "
-                           f"comparing the {len(common)} common ones")
+            _note(
+                console,
+                f"{union - len(common)} objects are not in every catalogue; comparing the {len(common)} common ones",
+            )
     for s, ok in zip(scored, usable):
         dropped = int((~ok).sum())
         if dropped:
@@ -252,17 +314,24 @@ def score(s: Scored, n_bins: int = 8) -> dict:
     spread = metrics.fold_spread(s.dz, s.fold, s.threshold, crps)
     if spread is not None:
         overall.update({f"{k}_err": v for k, v in spread.items()})
-    result = {"label": s.label, "path": str(s.path), "run": s.header.get("RUN"), "profile": s.header.get("PROFILE"),
-              "z_grid": {"z_min": float(s.edges[0]), "z_max": float(s.edges[-1]), "n_bins": len(s.edges) - 1},
-              "overall": overall, "pit": metrics.pit_histogram(pit),
-              "folds": None if s.fold is None else sorted(int(f) for f in np.unique(s.fold))}
+    result = {
+        "label": s.label,
+        "path": str(s.path),
+        "run": s.header.get("RUN"),
+        "profile": s.header.get("PROFILE"),
+        "z_grid": {"z_min": float(s.edges[0]), "z_max": float(s.edges[-1]), "n_bins": len(s.edges) - 1},
+        "overall": overall,
+        "pit": metrics.pit_histogram(pit),
+        "folds": None if s.fold is None else sorted(int(f) for f in np.unique(s.fold)),
+    }
     for key, x in (("by_mag", s.mag), ("by_z_spec", s.z_spec), ("by_z_phot", s.z_phot)):
         if x is None:
             result[key] = None
             continue
         ok = np.isfinite(x)  # objects without a magnitude count overall, not in magnitude bins
-        result[key] = metrics.binned_metrics(s.dz[ok], x[ok], s.threshold, n_bins,
-                                             None if s.fold is None else s.fold[ok])
+        result[key] = metrics.binned_metrics(
+            s.dz[ok], x[ok], s.threshold, n_bins, None if s.fold is None else s.fold[ok]
+        )
     if s.mag is not None:
         result["by_mag"]["column"] = s.mag_column
     return result
@@ -273,15 +342,38 @@ def print_table(results: list[dict], console) -> None:
 
     threshold = results[0]["overall"]["outlier_threshold"]
     folds = any("sigma_mad_err" in r["overall"] for r in results)
-    table = Table("catalogue", "N", "σ_MAD", f"η(≥{threshold:g}) %", "bias", "CRPS", "PIT tails %",
-                  title="Photo-z metrics" + (" (dim: std over folds)" if folds else ""))
+    table = Table(
+        "catalogue",
+        "N",
+        "σ_MAD",
+        f"η(≥{threshold:g}) %",
+        "bias",
+        "CRPS",
+        "PIT tails %",
+        title="Photo-z metrics" + (" (dim: std over folds)" if folds else ""),
+    )
     for r in results:
         o = r["overall"]
-        table.add_row(r["label"], str(o["n"]), f"{o['sigma_mad']:.4f}", f"{100 * o['eta']:.2f}", f"{o['bias']:+.4f}",
-                      f"{o['crps']:.4f}", f"{100 * r['pit']['tails']:.2f}")
+        table.add_row(
+            r["label"],
+            str(o["n"]),
+            f"{o['sigma_mad']:.4f}",
+            f"{100 * o['eta']:.2f}",
+            f"{o['bias']:+.4f}",
+            f"{o['crps']:.4f}",
+            f"{100 * r['pit']['tails']:.2f}",
+        )
         if "sigma_mad_err" in o:
-            table.add_row("", "", f"±{o['sigma_mad_err']:.4f}", f"±{100 * o['eta_err']:.2f}", f"±{o['bias_err']:.4f}",
-                          f"±{o['crps_err']:.4f}", "", style="dim")
+            table.add_row(
+                "",
+                "",
+                f"±{o['sigma_mad_err']:.4f}",
+                f"±{100 * o['eta_err']:.2f}",
+                f"±{o['bias_err']:.4f}",
+                f"±{o['crps_err']:.4f}",
+                "",
+                style="dim",
+            )
     console.print(table)
 
 
@@ -289,33 +381,60 @@ def write_plots(scored: list[Scored], results: list[dict], out_dir: Path, n_bins
     from mmzcli import plots
 
     threshold = scored[0].threshold
-    entries = [{"label": r["label"], "z_spec": s.z_spec, "z_phot": s.z_phot, "overall": r["overall"]}
-               for s, r in zip(scored, results)]
+    entries = [
+        {"label": r["label"], "z_spec": s.z_spec, "z_phot": s.z_phot, "overall": r["overall"]}
+        for s, r in zip(scored, results)
+    ]
     written = [plots.zphot_vs_zspec(entries, out_dir / "zphot_vs_zspec.png", threshold)]
 
     def series(key, x_of):
-        return [{"label": r["label"], "binned": r[key], "overall": r["overall"], "x": x_of(s)}
-                for s, r in zip(scored, results)]
+        return [
+            {"label": r["label"], "binned": r[key], "overall": r["overall"], "x": x_of(s)}
+            for s, r in zip(scored, results)
+        ]
 
     n = results[0]["overall"]["n"]
     if scored[0].mag is not None:
         by_mag = series("by_mag", lambda s: s.mag[np.isfinite(s.mag)])
         label = plots.mag_label(scored[0].mag_column, str(scored[0].header.get("REFBAND", "")).strip())
-        written.append(plots.metrics_vs([{"xlabel": label, "series": by_mag}],
-                                        out_dir / "metrics_vs_mag.png",
-                                        f"Metrics in {n_bins} equal-count magnitude bins ({n} objects)"))
-    written.append(plots.metrics_vs(
-        [{"xlabel": plots.ZSPEC_LABEL, "series": series("by_z_spec", lambda s: s.z_spec)},
-         {"xlabel": plots.ZPHOT_LABEL, "series": series("by_z_phot", lambda s: s.z_phot)}],
-        out_dir / "metrics_vs_z.png", f"Metrics in {n_bins} equal-count redshift bins ({n} objects)"))
-    written.append(plots.pit_histogram([{"label": r["label"], "pit": r["pit"], "crps": r["overall"]["crps"]}
-                                        for r in results], out_dir / "pit.png"))
+        written.append(
+            plots.metrics_vs(
+                [{"xlabel": label, "series": by_mag}],
+                out_dir / "metrics_vs_mag.png",
+                f"Metrics in {n_bins} equal-count magnitude bins ({n} objects)",
+            )
+        )
+    written.append(
+        plots.metrics_vs(
+            [
+                {"xlabel": plots.ZSPEC_LABEL, "series": series("by_z_spec", lambda s: s.z_spec)},
+                {"xlabel": plots.ZPHOT_LABEL, "series": series("by_z_phot", lambda s: s.z_phot)},
+            ],
+            out_dir / "metrics_vs_z.png",
+            f"Metrics in {n_bins} equal-count redshift bins ({n} objects)",
+        )
+    )
+    written.append(
+        plots.pit_histogram(
+            [{"label": r["label"], "pit": r["pit"], "crps": r["overall"]["crps"]} for r in results], out_dir / "pit.png"
+        )
+    )
     return written
 
 
-def evaluate_catalogs(paths: list[Path], *, truth: Path | None = None, mag_col: str | None = None,
-                      id_col: str = "ID", z_col: str = "Z_SPEC", output: Path | None = None, n_bins: int = 8,
-                      as_json: bool = False, plots: bool = True, console=None) -> dict:
+def evaluate_catalogs(
+    paths: list[Path],
+    *,
+    truth: Path | None = None,
+    mag_col: str | None = None,
+    id_col: str = "ID",
+    z_col: str = "Z_SPEC",
+    output: Path | None = None,
+    n_bins: int = 8,
+    as_json: bool = False,
+    plots: bool = True,
+    console=None,
+) -> dict:
     """``mmz evaluate``: metrics.json, four PNG figures, a table on the terminal (and JSON on stdout)."""
     from mmzcli import __version__
     from mmzcli.atomic import atomic_write_text
@@ -324,8 +443,13 @@ def evaluate_catalogs(paths: list[Path], *, truth: Path | None = None, mag_col: 
     scored = load_matched(paths, truth=truth, mag_col=mag_col, id_col=id_col, z_col=z_col, console=console)
     results = [score(s, n_bins) for s in scored]
     make_output_dir(out_dir)
-    report = {"mmz_version": __version__, "n_common": len(scored[0].id), "n_bins": n_bins,
-              "truth": None if truth is None else str(truth), "catalogs": results}
+    report = {
+        "mmz_version": __version__,
+        "n_common": len(scored[0].id),
+        "n_bins": n_bins,
+        "truth": None if truth is None else str(truth),
+        "catalogs": results,
+    }
     atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=1, allow_nan=True))
     written = write_plots(scored, results, out_dir, n_bins) if plots else []
     if console is not None:
@@ -333,6 +457,5 @@ def evaluate_catalogs(paths: list[Path], *, truth: Path | None = None, mag_col: 
         figures = f" and {len(written)} figures ({', '.join(p.name for p in written)})" if written else ""
         console.print(f"wrote {out_dir / 'metrics.json'}{figures}", highlight=False, soft_wrap=True)
     if as_json:
-        print(json.dumps({str(p): {k: r["overall"][k] for k in JSON_KEYS} for p, r in zip(paths, results)},
-                         indent=1))
+        print(json.dumps({str(p): {k: r["overall"][k] for k in JSON_KEYS} for p, r in zip(paths, results)}, indent=1))
     return report

@@ -21,8 +21,14 @@ class Flag(enum.IntFlag):
 
 
 # the flags a photo-z catalogue can carry, as its FLAGS column describes them
-CATALOG_FLAG_TEXT = {Flag.EDGE: "edge", Flag.NAN_PIXELS: "NaN pixels", Flag.MISSING_BAND: "missing band",
-                     Flag.OUTSIDE: "outside", Flag.RESAMPLED: "resampled", Flag.EBV_DEFAULT: "E(B-V) defaulted"}
+CATALOG_FLAG_TEXT = {
+    Flag.EDGE: "edge",
+    Flag.NAN_PIXELS: "NaN pixels",
+    Flag.MISSING_BAND: "missing band",
+    Flag.OUTSIDE: "outside",
+    Flag.RESAMPLED: "resampled",
+    Flag.EBV_DEFAULT: "E(B-V) defaulted",
+}
 UNLABELLED = Flag.NO_ZSPEC | Flag.ZSPEC_OUT_OF_GRID | Flag.OUTSIDE  # rows training cannot use
 
 

@@ -30,14 +30,14 @@ def write_pages(directory: Path) -> list[Path]:
     except ImportError:  # typer < 0.29 builds on click itself, which click-man knows
         pass
     else:
-        click_man.core.click = types.SimpleNamespace(Context=_click.core.Context, Option=typer_core.TyperOption,
-                                                     utils=_click.utils)
+        click_man.core.click = types.SimpleNamespace(
+            Context=_click.core.Context, Option=typer_core.TyperOption, utils=_click.utils
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("mmz*.1"):
         old.unlink()
-    click_man.core.write_man_pages("mmz", get_command(app), version="mmz", target_dir=str(directory),
-                                   date=__version__)
+    click_man.core.write_man_pages("mmz", get_command(app), version="mmz", target_dir=str(directory), date=__version__)
     return sorted(directory.glob("mmz*.1"))
 
 

@@ -43,11 +43,11 @@ def bias(dz: np.ndarray) -> float:
 
 def summary(z_phot: np.ndarray, z_spec: np.ndarray, threshold: float) -> dict[str, float]:
     dz = delta_z(z_phot, z_spec)
-    return {"n": int(dz.size), "sigma_mad": sigma_mad(dz), "eta": outlier_fraction(dz, threshold),
-            "bias": bias(dz)}
+    return {"n": int(dz.size), "sigma_mad": sigma_mad(dz), "eta": outlier_fraction(dz, threshold), "bias": bias(dz)}
 
 
 # ----------------------------------------------------------------------------- PDF calibration
+
 
 def _normalised(pdf: np.ndarray) -> np.ndarray:
     p = np.asarray(pdf, dtype=np.float64)
@@ -73,14 +73,14 @@ def pit(pdf: np.ndarray, edges: np.ndarray, z_spec: np.ndarray) -> np.ndarray:
     width = np.diff(edges)
     out = np.empty(len(z_spec))
     for s in range(0, len(z_spec), CHUNK_ROWS):
-        p = _normalised(pdf[s:s + CHUNK_ROWS])
-        z = z_spec[s:s + CHUNK_ROWS]
+        p = _normalised(pdf[s : s + CHUNK_ROWS])
+        z = z_spec[s : s + CHUNK_ROWS]
         k, kc = _locate(edges, z)
         rows = np.arange(len(z))
         before = np.cumsum(p, axis=1)[rows, kc] - p[rows, kc]
         inside = before + p[rows, kc] * (z - edges[kc]) / width[kc]
-        out[s:s + CHUNK_ROWS] = np.where(k < 0, 0.0, np.where(k >= len(width), 1.0, inside))
-        out[s:s + CHUNK_ROWS][np.isnan(p[:, 0])] = np.nan
+        out[s : s + CHUNK_ROWS] = np.where(k < 0, 0.0, np.where(k >= len(width), 1.0, inside))
+        out[s : s + CHUNK_ROWS][np.isnan(p[:, 0])] = np.nan
     return np.clip(out, 0.0, 1.0)
 
 
@@ -103,22 +103,23 @@ def crps(pdf: np.ndarray, edges: np.ndarray, z_spec: np.ndarray) -> np.ndarray:
     bins = np.arange(n_bins)
     out = np.empty(len(z_spec))
     for s in range(0, len(z_spec), CHUNK_ROWS):
-        p = _normalised(pdf[s:s + CHUNK_ROWS])
-        z = z_spec[s:s + CHUNK_ROWS]
+        p = _normalised(pdf[s : s + CHUNK_ROWS])
+        z = z_spec[s : s + CHUNK_ROWS]
         right = np.cumsum(p, axis=1)  # CDF at the upper edge of each bin
         left = right - p
         k, kc = _locate(edges, z)
         below = bins[None, :] < k[:, None]  # bins wholly below z_spec: H = 0
         above = bins[None, :] > k[:, None]  # wholly above: H = 1
-        total = (np.where(below, _square_integral(width, left, right), 0.0).sum(axis=1)
-                 + np.where(above, _square_integral(width, 1.0 - left, 1.0 - right), 0.0).sum(axis=1))
+        total = np.where(below, _square_integral(width, left, right), 0.0).sum(axis=1) + np.where(
+            above, _square_integral(width, 1.0 - left, 1.0 - right), 0.0
+        ).sum(axis=1)
         rows = np.arange(len(z))
         a, b, lo = left[rows, kc], right[rows, kc], edges[kc]
         c = a + (b - a) * (z - lo) / width[kc]  # the CDF at z_spec
         split = _square_integral(z - lo, a, c) + _square_integral(lo + width[kc] - z, 1.0 - c, 1.0 - b)
         total += np.where((k >= 0) & (k < n_bins), split, 0.0)
         total += np.clip(edges[0] - z, 0.0, None) + np.clip(z - edges[-1], 0.0, None)
-        out[s:s + CHUNK_ROWS] = total
+        out[s : s + CHUNK_ROWS] = total
     return out
 
 
@@ -131,19 +132,29 @@ def pit_histogram(values: np.ndarray, n_bins: int = 20) -> dict:
     counts, edges = np.histogram(values, bins=n_bins, range=(0.0, 1.0))
     density = counts / max(len(values), 1) * n_bins
     ks = stats.kstest(values, "uniform") if len(values) else None
-    return {"edges": edges.tolist(), "density": density.tolist(),
-            "ks_stat": float(ks.statistic) if ks else None, "ks_p": float(ks.pvalue) if ks else None,
-            # mass of the PIT outside [0.01, 0.99]: z_spec in the far tails of its PDF (catastrophic PDFs)
-            "tails": float(np.mean((values < 0.01) | (values > 0.99))) if len(values) else None}
+    return {
+        "edges": edges.tolist(),
+        "density": density.tolist(),
+        "ks_stat": float(ks.statistic) if ks else None,
+        "ks_p": float(ks.pvalue) if ks else None,
+        # mass of the PIT outside [0.01, 0.99]: z_spec in the far tails of its PDF (catastrophic PDFs)
+        "tails": float(np.mean((values < 0.01) | (values > 0.99))) if len(values) else None,
+    }
 
 
 # ----------------------------------------------------------------------------- binned metrics
 
+
 def point_metrics(dz: np.ndarray, threshold: float, crps_values: np.ndarray | None = None) -> dict[str, float]:
     """sigma_MAD, eta, bias (and the mean CRPS) of a set of residuals."""
     if len(dz) == 0:
-        return {"n": 0, "sigma_mad": float("nan"), "eta": float("nan"), "bias": float("nan"),
-                **({"crps": float("nan")} if crps_values is not None else {})}
+        return {
+            "n": 0,
+            "sigma_mad": float("nan"),
+            "eta": float("nan"),
+            "bias": float("nan"),
+            **({"crps": float("nan")} if crps_values is not None else {}),
+        }
     out = {"n": len(dz), "sigma_mad": sigma_mad(dz), "eta": outlier_fraction(dz, threshold), "bias": bias(dz)}
     if crps_values is not None:
         out["crps"] = float(np.mean(crps_values))
@@ -158,21 +169,25 @@ def equal_count_bins(x: np.ndarray, n_bins: int = 8) -> np.ndarray:
     return labels
 
 
-def fold_spread(dz: np.ndarray, folds: np.ndarray | None, threshold: float,
-                crps_values: np.ndarray | None = None) -> dict[str, float] | None:
+def fold_spread(
+    dz: np.ndarray, folds: np.ndarray | None, threshold: float, crps_values: np.ndarray | None = None
+) -> dict[str, float] | None:
     """Sample standard deviation (ddof=1) of each metric over the folds; None with fewer than 2 folds."""
     if folds is None:
         return None
-    values = [point_metrics(dz[folds == f], threshold, None if crps_values is None else crps_values[folds == f])
-              for f in np.unique(folds)]
+    values = [
+        point_metrics(dz[folds == f], threshold, None if crps_values is None else crps_values[folds == f])
+        for f in np.unique(folds)
+    ]
     values = [v for v in values if v["n"] > 0]
     if len(values) < 2:
         return None
     return {key: float(np.std([v[key] for v in values], ddof=1)) for key in values[0] if key != "n"}
 
 
-def binned_metrics(dz: np.ndarray, x: np.ndarray, threshold: float, n_bins: int = 8,
-                   folds: np.ndarray | None = None) -> dict[str, list]:
+def binned_metrics(
+    dz: np.ndarray, x: np.ndarray, threshold: float, n_bins: int = 8, folds: np.ndarray | None = None
+) -> dict[str, list]:
     """The metrics in ``n_bins`` equal-count bins of ``x`` (paper Fig. 2).
 
     Returns lists over the bins: ``x_lo``, ``x_hi`` (range of x), ``x_mid``

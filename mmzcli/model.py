@@ -74,8 +74,10 @@ class ModelConfig:
                 raise ConfigError("model: a modality holds no band")
             unknown = [b for b in m if b not in self.bands]
             if unknown:
-                raise ConfigError(f"model: modality {'_'.join(m)} names unknown band {unknown[0]!r}; "
-                                  f"the bands are {', '.join(self.bands)}")
+                raise ConfigError(
+                    f"model: modality {'_'.join(m)} names unknown band {unknown[0]!r}; "
+                    f"the bands are {', '.join(self.bands)}"
+                )
             if len(set(m)) != len(m):
                 raise ConfigError(f"model: modality {'_'.join(m)} names a band twice")
         if len(set(mods)) != len(mods):
@@ -84,8 +86,9 @@ class ModelConfig:
         if self.fusion not in FUSION_DEPTH:
             raise ConfigError(f"model: unknown fusion {self.fusion!r}; choose one of {', '.join(FUSION_DEPTH)}")
         if self.fusion_type not in FUSION_TYPES:
-            raise ConfigError(f"model: unknown fusion type {self.fusion_type!r}; "
-                              f"choose one of {', '.join(FUSION_TYPES)}")
+            raise ConfigError(
+                f"model: unknown fusion type {self.fusion_type!r}; choose one of {', '.join(FUSION_TYPES)}"
+            )
         if self.norm not in NORMS:
             raise ConfigError(f"model: unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         if not self.width > 0:
@@ -98,7 +101,7 @@ class ModelConfig:
             raise ConfigError(f"model: z_max ({self.z_max}) must exceed z_min ({self.z_min})")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         """Inverse of ``dataclasses.asdict`` (lists from YAML/JSON become tuples); unknown keys rejected."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
@@ -119,8 +122,10 @@ class ModelConfig:
 
 # ----------------------------------------------------------------------------- conv unit
 
-def conv_unit(cfg: ModelConfig, c_in: int, c_out: int, kernel: int, groups: int = 1, act: str = "relu",
-              padding: str = "same") -> nn.Sequential:
+
+def conv_unit(
+    cfg: ModelConfig, c_in: int, c_out: int, kernel: int, groups: int = 1, act: str = "relu", padding: str = "same"
+) -> nn.Sequential:
     """Conv (+ norm) + activation: the one place where layers are made.
 
     ``c_in``/``c_out`` are per group; the conv maps groups·c_in → groups·c_out
@@ -168,6 +173,7 @@ class SamePool2x2(nn.Module):
 
 # ----------------------------------------------------------------------------- inception block
 
+
 class Inception(nn.Module):
     """Net_T inception block, run for ``groups`` modalities at once (grouped convs).
 
@@ -197,6 +203,7 @@ class Inception(nn.Module):
 
 
 # ----------------------------------------------------------------------------- modality stems and parallel blocks
+
 
 class ModalityStack(nn.Module):
     """Stems and parallel blocks of all modalities of one size s (G of them), as grouped convs."""
@@ -238,14 +245,15 @@ class ParallelBranches(nn.Module):
         super().__init__()
         sizes = sorted({len(m) for m in cfg.modalities})
         self.stacks = nn.ModuleList(
-            ModalityStack(cfg, s, [i for i, m in enumerate(cfg.modalities) if len(m) == s], n_parallel)
-            for s in sizes)
+            ModalityStack(cfg, s, [i for i, m in enumerate(cfg.modalities) if len(m) == s], n_parallel) for s in sizes
+        )
 
     def forward(self, x) -> list[torch.Tensor]:
         return [stack(x) for stack in self.stacks]
 
 
 # ----------------------------------------------------------------------------- fusion
+
 
 def _apply_drop(t: torch.Tensor, keep: torch.Tensor, groups: int) -> torch.Tensor:
     """Zero whole modalities: ``keep`` is [N, G] (1 keep, 0 drop) for the G groups of ``t``."""
@@ -297,8 +305,10 @@ class CrossFusion(nn.Module):
         per_mod = [t for f, s in zip(feats, stacks) for t in f.unflatten(1, (s.groups, -1)).unbind(1)]
         outs = []
         for block, mem in zip(self.blocks, self.members):
-            pairs = [per_mod[m] if self.partner[m] is None else torch.cat([per_mod[m], per_mod[self.partner[m]]], 1)
-                     for m in mem]
+            pairs = [
+                per_mod[m] if self.partner[m] is None else torch.cat([per_mod[m], per_mod[self.partner[m]]], 1)
+                for m in mem
+            ]
             outs.append(block(keep_layout(torch.cat(pairs, 1), channels_last)).unflatten(1, (len(mem), -1)))
         y = torch.cat(outs, 1)  # N×M×C_pair×H×W
         n_img = y.shape[0]
@@ -307,6 +317,7 @@ class CrossFusion(nn.Module):
 
 
 # ----------------------------------------------------------------------------- common blocks and tail
+
 
 class Tail(nn.Module):
     """Three 3×3 VALID convs to 96 maps, then a pool to 1×1: N×C×8×8 → 6 → 4 → 2 → N×96.
@@ -319,9 +330,13 @@ class Tail(nn.Module):
     def __init__(self, cfg: ModelConfig, c_in: int):
         super().__init__()
         c = cfg.scaled(cfg.latent)
-        self.convs = nn.ModuleList([conv_unit(cfg, c_in, c, 3, padding="valid"),
-                                    conv_unit(cfg, c, c, 3, padding="valid"),
-                                    conv_unit(cfg, c, c, 3, padding="valid")])
+        self.convs = nn.ModuleList(
+            [
+                conv_unit(cfg, c_in, c, 3, padding="valid"),
+                conv_unit(cfg, c, c, 3, padding="valid"),
+                conv_unit(cfg, c, c, 3, padding="valid"),
+            ]
+        )
         self.out_channels = c
 
     def forward(self, x):
@@ -333,6 +348,7 @@ class Tail(nn.Module):
 
 
 # ----------------------------------------------------------------------------- heads
+
 
 class RedshiftHead(nn.Module):
     """latent ‖ E(B-V) → FC 1024 → FC 1024 → softmax logits over n_bins and a scalar redshift."""
@@ -358,6 +374,7 @@ class RedshiftHead(nn.Module):
 
 
 # ----------------------------------------------------------------------------- full model
+
 
 class PhotoZNet(nn.Module):
     """Multimodal inception network: raw cubes + E(B-V) → (PDF logits [N, n_bins], z_reg [N])."""
@@ -435,7 +452,7 @@ class PhotoZNet(nn.Module):
             keep = ~drop.expand(x.shape[0], -1)[:, self.stack_order]  # [M] or [N, M]
             feats, j = list(feats), 0
             for i, stack in enumerate(self.branches.stacks):
-                feats[i] = _apply_drop(feats[i], keep[:, j:j + stack.groups], stack.groups)
+                feats[i] = _apply_drop(feats[i], keep[:, j : j + stack.groups], stack.groups)
                 j += stack.groups
         if self.pool_at_fusion:  # the pool before the first common block
             feats = [F.avg_pool2d(f, 2) for f in feats]
@@ -454,19 +471,25 @@ class PhotoZNet(nn.Module):
     def summary(self) -> str:
         """A few lines describing the layout (for ``mmz train --dry-run``)."""
         cfg = self.config
-        lines = [f"fusion: {cfg.fusion} ({FUSION_DEPTH[cfg.fusion]} parallel + "
-                 f"{N_BLOCKS - FUSION_DEPTH[cfg.fusion]} common inception blocks), type {cfg.fusion_type}, "
-                 f"width ×{cfg.width:g}",
-                 f"modalities ({self.n_modalities}): {' '.join('_'.join(m) for m in cfg.modalities)}"]
+        lines = [
+            f"fusion: {cfg.fusion} ({FUSION_DEPTH[cfg.fusion]} parallel + "
+            f"{N_BLOCKS - FUSION_DEPTH[cfg.fusion]} common inception blocks), type {cfg.fusion_type}, "
+            f"width ×{cfg.width:g}",
+            f"modalities ({self.n_modalities}): {' '.join('_'.join(m) for m in cfg.modalities)}",
+        ]
         for s in self.branches.stacks:
             n = sum(p.numel() for p in s.parameters())
-            lines.append(f"  {s.groups} × {s.size}-band modality: stem {cfg.stem_channels(s.size)} ch, "
-                         f"parallel width {cfg.parallel_width(s.size)} → {s.out_channels} ch each "
-                         f"(grouped, {n:,} parameters)")
-        lines.append(f"fused channels {self.fusion.out_channels}; common width {cfg.scaled(cfg.common_width)}; "
-                     f"latent {self.latent_dim - 1}+1 (E(B-V)); FC {cfg.scaled(cfg.hidden)}×2; "
-                     f"{cfg.n_bins} bins + regression"
-                     + (f"; modality dropout ≤{cfg.max_dropped}" if cfg.modality_dropout else ""))
+            lines.append(
+                f"  {s.groups} × {s.size}-band modality: stem {cfg.stem_channels(s.size)} ch, "
+                f"parallel width {cfg.parallel_width(s.size)} → {s.out_channels} ch each "
+                f"(grouped, {n:,} parameters)"
+            )
+        lines.append(
+            f"fused channels {self.fusion.out_channels}; common width {cfg.scaled(cfg.common_width)}; "
+            f"latent {self.latent_dim - 1}+1 (E(B-V)); FC {cfg.scaled(cfg.hidden)}×2; "
+            f"{cfg.n_bins} bins + regression"
+            + (f"; modality dropout ≤{cfg.max_dropped}" if cfg.modality_dropout else "")
+        )
         return "\n".join(lines)
 
 
@@ -476,6 +499,7 @@ def count_parameters(model: nn.Module) -> int:
 
 # ----------------------------------------------------------------------------- loss
 
+
 def loss_fn(logits, z_reg, z_true, bin_index):
     """Paper eq. (1): cross-entropy of the PDF + MAE of the regression (batch means, fp32)."""
     return F.cross_entropy(logits.float(), bin_index) + (z_reg.float() - z_true.float()).abs().mean()
@@ -483,8 +507,10 @@ def loss_fn(logits, z_reg, z_true, bin_index):
 
 # ----------------------------------------------------------------------------- modalities
 
-def modalities_from_profile(bands, size: int = 2, orders=(1,), all_band: bool = False,
-                            single_band: bool = False) -> tuple[tuple[str, ...], ...]:
+
+def modalities_from_profile(
+    bands, size: int = 2, orders=(1,), all_band: bool = False, single_band: bool = False
+) -> tuple[tuple[str, ...], ...]:
     """Modalities of ``size`` bands for each order (Table C.2): bands i, i+o, ..., i+(size-1)o.
 
     ``all_band`` adds one modality holding every band (§7.3); ``single_band`` adds the
@@ -579,9 +605,19 @@ VARIANTS: dict[str, dict] = {
 
 # Table C.1 of the paper, hsc9, millions of trainable parameters
 PAPER_PARAMETERS_M: dict[str, float] = {
-    "baseline": 19.03, "mm2-extremely-early": 9.52, "mm2-very-early": 11.16, "mm2-early": 12.51,
-    "mm2-middle": 15.22, "mm2-late": 17.94, "mm1-early": 8.80, "mm3-early": 17.23, "mm4-early": 22.11,
-    "mm5-early": 26.29, "mm2-o12-early": 17.37, "mm2-o123-early": 21.54, "mm2-o23-early": 15.98,
+    "baseline": 19.03,
+    "mm2-extremely-early": 9.52,
+    "mm2-very-early": 11.16,
+    "mm2-early": 12.51,
+    "mm2-middle": 15.22,
+    "mm2-late": 17.94,
+    "mm1-early": 8.80,
+    "mm3-early": 17.23,
+    "mm4-early": 22.11,
+    "mm5-early": 26.29,
+    "mm2-o12-early": 17.37,
+    "mm2-o123-early": 21.54,
+    "mm2-o23-early": 15.98,
 }
 
 
@@ -598,8 +634,9 @@ def variant_config(name: str, bands=HSC9_BANDS, n_bins: int = 180, width: float 
     return ModelConfig(**{**v, "bands": bands, "n_bins": n_bins, "width": width, **overrides})
 
 
-def build_variant(name: str, bands=HSC9_BANDS, n_bins: int = 180, width: float = 1.0, device=None,
-                  **overrides) -> PhotoZNet:
+def build_variant(
+    name: str, bands=HSC9_BANDS, n_bins: int = 180, width: float = 1.0, device=None, **overrides
+) -> PhotoZNet:
     """Build a registered variant (``device='meta'`` to count parameters without allocating)."""
     cfg = variant_config(name, bands, n_bins, width, **overrides)
     if device is None:
@@ -608,6 +645,21 @@ def build_variant(name: str, bands=HSC9_BANDS, n_bins: int = 180, width: float =
         return PhotoZNet(cfg)
 
 
-__all__ = ["ModelConfig", "PhotoZNet", "Inception", "conv_unit", "loss_fn", "count_parameters",
-           "modalities_from_profile", "add_modalities", "parse_modalities", "VARIANTS", "PAPER_PARAMETERS_M",
-           "build_variant", "variant_config", "HSC9_BANDS", "FUSION_DEPTH", "FUSION_TYPES"]
+__all__ = [
+    "ModelConfig",
+    "PhotoZNet",
+    "Inception",
+    "conv_unit",
+    "loss_fn",
+    "count_parameters",
+    "modalities_from_profile",
+    "add_modalities",
+    "parse_modalities",
+    "VARIANTS",
+    "PAPER_PARAMETERS_M",
+    "build_variant",
+    "variant_config",
+    "HSC9_BANDS",
+    "FUSION_DEPTH",
+    "FUSION_TYPES",
+]

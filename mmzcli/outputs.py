@@ -45,6 +45,7 @@ _held_locks: ContextVar[ExitStack | None] = ContextVar("mmz_held_locks", default
 
 # ----------------------------------------------------------------------------- outputs that are inputs
 
+
 def sibling(output: Path, suffix: str) -> Path:
     """``X`` + ``suffix`` beside ``X`` (``X.partial``, ``X.parts``, ``X.lock``)."""
     return output.with_name(output.name + suffix)
@@ -56,8 +57,10 @@ def refuse_aliases(output: Path, inputs: Inputs, *, siblings: Iterable[str] = ()
     ``label`` names the output in the message (the option, or what it is where no option names it).
     """
     output = Path(output)
-    candidates = [(where, suffix, where.resolve(), _inode(where))
-                  for where, suffix in [(output, None), *((sibling(output, s), s) for s in siblings)]]
+    candidates = [
+        (where, suffix, where.resolve(), _inode(where))
+        for where, suffix in [(output, None), *((sibling(output, s), s) for s in siblings)]
+    ]
     for what, paths in inputs.items():
         for path in paths:
             if path is None:
@@ -104,8 +107,16 @@ def run_files(run: Any) -> list[Path]:
 
 # ----------------------------------------------------------------------------- only what mmz wrote is replaced
 
-def claim_catalogue(output: Path, inputs: Inputs, overwrite: bool, *, lock: bool = True,
-                    shard: tuple[int, int] | None = None, label: str = "-o") -> None:
+
+def claim_catalogue(
+    output: Path,
+    inputs: Inputs,
+    overwrite: bool,
+    *,
+    lock: bool = True,
+    shard: tuple[int, int] | None = None,
+    label: str = "-o",
+) -> None:
     """Claim the photo-z catalogue ``output`` for the enclosing ``@releases_locks`` call (module docstring).
 
     ``lock`` False: a process that shares the output with one that locks it (torchrun ranks but 0);
@@ -125,22 +136,31 @@ def check_catalogue(output: Path, overwrite: bool, *, label: str = "-o") -> None
     """
     output = Path(output)
     if output.is_dir():
-        raise ConfigError(f"{label} {output}: a directory is there, and the output is a catalogue (a file); "
-                          f"choose another output name")
+        raise ConfigError(
+            f"{label} {output}: a directory is there, and the output is a catalogue (a file); "
+            f"choose another output name"
+        )
     if os.path.lexists(output):
         if not is_mmz_catalogue(output):
-            raise ConfigError(f"{label} {output}: this output exists and is not a catalogue mmz wrote; refusing to "
-                              f"overwrite it; remove it yourself or choose another name")
+            raise ConfigError(
+                f"{label} {output}: this output exists and is not a catalogue mmz wrote; refusing to "
+                f"overwrite it; remove it yourself or choose another name"
+            )
         if not overwrite:
-            raise ConfigError(f"{label} {output}: this output catalogue exists; use --overwrite to replace it, "
-                              f"or choose another name")
+            raise ConfigError(
+                f"{label} {output}: this output catalogue exists; use --overwrite to replace it, or choose another name"
+            )
     partial, parts = sibling(output, ".partial"), sibling(output, ".parts")
     if os.path.lexists(partial) and not is_mmz_catalogue(partial):
-        raise ConfigError(f"{label} {output}: {partial.name} beside it is not an unfinished catalogue of mmz, and "
-                          f"would be overwritten; remove it yourself or choose another name")
+        raise ConfigError(
+            f"{label} {output}: {partial.name} beside it is not an unfinished catalogue of mmz, and "
+            f"would be overwritten; remove it yourself or choose another name"
+        )
     if os.path.lexists(parts) and not _is_parts_folder(parts):
-        raise ConfigError(f"{label} {output}: {parts.name} beside it is not mmz's folder of finished tiles, and "
-                          f"would be emptied; remove it yourself or choose another name")
+        raise ConfigError(
+            f"{label} {output}: {parts.name} beside it is not mmz's folder of finished tiles, and "
+            f"would be emptied; remove it yourself or choose another name"
+        )
 
 
 def _is_parts_folder(parts: Path) -> bool:
@@ -154,8 +174,10 @@ def _is_parts_folder(parts: Path) -> bool:
         entries = list(parts.iterdir())
     except FileNotFoundError:
         return True
-    return all(not os.path.lexists(p) or (p.is_file() and p.suffix in (".npz", ".skipped", ".json", LOCK_SUFFIX))
-               for p in entries)
+    return all(
+        not os.path.lexists(p) or (p.is_file() and p.suffix in (".npz", ".skipped", ".json", LOCK_SUFFIX))
+        for p in entries
+    )
 
 
 def is_mmz_catalogue(path: Path) -> bool:
@@ -192,17 +214,23 @@ def check_store(output: Path, image_name: str, *, label: str = "-o") -> None:
     kind = STORE_KINDS.get(image_name, f"{image_name} store")
     if os.path.lexists(output):
         if not output.is_dir():  # (a link to a store on another disk is a store)
-            raise ConfigError(f"{label} {output}: a file is there, and the output is a {kind} (a directory); "
-                              f"choose another output name")
+            raise ConfigError(
+                f"{label} {output}: a file is there, and the output is a {kind} (a directory); "
+                f"choose another output name"
+            )
         if not is_mmz_store(output, image_name):
             other = [k for name, k in STORE_KINDS.items() if name != image_name and is_mmz_store(output, name)]
             what = f"is mmz's {other[0]}, not a {kind}" if other else f"is not a {kind} mmz wrote"
-            raise ConfigError(f"{label} {output}: this output exists and {what}; refusing to overwrite it; remove it "
-                              f"yourself or choose another name")
+            raise ConfigError(
+                f"{label} {output}: this output exists and {what}; refusing to overwrite it; remove it "
+                f"yourself or choose another name"
+            )
     partial = sibling(output, ".partial")
     if os.path.lexists(partial) and not (partial.is_dir() and (partial / "zarr.json").is_file()):
-        raise ConfigError(f"{label} {output}: {partial.name} beside it is not an unfinished store of mmz, and would "
-                          f"be replaced; remove it yourself or choose another name")
+        raise ConfigError(
+            f"{label} {output}: {partial.name} beside it is not an unfinished store of mmz, and would "
+            f"be replaced; remove it yourself or choose another name"
+        )
 
 
 def is_mmz_store(path: Path, image_name: str) -> bool:
@@ -224,6 +252,7 @@ def is_mmz_store(path: Path, image_name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- one writer per output
+
 
 def lock_path(output: Path) -> Path:
     """The lock file of ``output``: ``X.lock`` beside it."""
@@ -257,29 +286,37 @@ def _acquire(output: Path, lock: Path, part: str | None) -> int:
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"{lock}: cannot create the folder of the output's lock file ({exc.strerror or exc}); "
-                         f"choose another output name") from None
+        raise InputError(
+            f"{lock}: cannot create the folder of the output's lock file ({exc.strerror or exc}); "
+            f"choose another output name"
+        ) from None
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise InputError(f"{lock}: cannot create the lock file of the output {output} ({exc.strerror or exc}); "
-                             f"make {lock.parent} writable or choose another output name") from None
+            raise InputError(
+                f"{lock}: cannot create the lock file of the output {output} ({exc.strerror or exc}); "
+                f"make {lock.parent} writable or choose another output name"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _pid_in(fd)
             os.close(fd)
-            raise InputError(f"another mmz (PID {holder}) is writing the output {output}"
-                             f"{f' ({part})' if part else ''}; wait for it to finish or stop it") from None
+            raise InputError(
+                f"another mmz (PID {holder}) is writing the output {output}"
+                f"{f' ({part})' if part else ''}; wait for it to finish or stop it"
+            ) from None
         if _same_file(fd, lock):
             break
         os.close(fd)  # the previous holder removed the file between our open and flock: lock the new one
     text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
     if text and not text.isdigit():
         os.close(fd)
-        raise ConfigError(f"{lock}: not a lock file mmz wrote (it would be overwritten) beside the output {output}; "
-                          f"remove it yourself or choose another output name")
+        raise ConfigError(
+            f"{lock}: not a lock file mmz wrote (it would be overwritten) beside the output {output}; "
+            f"remove it yourself or choose another output name"
+        )
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
@@ -310,8 +347,10 @@ def refuse_if_locked(locks: Iterable[Path], output: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InputError(f"another mmz (PID {_pid_in(fd)}) is writing the output {output} (lock {lock.name}); "
-                             f"wait for it to finish or stop it") from None
+            raise InputError(
+                f"another mmz (PID {_pid_in(fd)}) is writing the output {output} (lock {lock.name}); "
+                f"wait for it to finish or stop it"
+            ) from None
         finally:
             os.close(fd)
 
@@ -364,7 +403,9 @@ def hold_run_lock(run_dir: Path, folds: Iterable[int]) -> None:
     """
     run_dir = Path(run_dir)
     if os.path.lexists(run_dir) and not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir}: a file is there, and the output is a run (a directory); "
-                          f"choose another --name or remove the file")
+        raise ConfigError(
+            f"run directory {run_dir}: a file is there, and the output is a run (a directory); "
+            f"choose another --name or remove the file"
+        )
     for fold in sorted(set(folds)):
         hold_lock(run_dir, sibling(run_dir, f".fold{fold}{LOCK_SUFFIX}"), f"fold {fold}")

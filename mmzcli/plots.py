@@ -16,8 +16,13 @@ from pathlib import Path
 import numpy as np
 
 DPI = 120
-METRIC_LABELS = {"sigma_mad": r"$\sigma_\mathrm{MAD}$", "eta": r"outlier fraction $\eta$ [%]",
-                 "bias": r"bias $\langle\Delta z\rangle$", "abs_bias": r"$|$bias$|$", "crps": "CRPS"}
+METRIC_LABELS = {
+    "sigma_mad": r"$\sigma_\mathrm{MAD}$",
+    "eta": r"outlier fraction $\eta$ [%]",
+    "bias": r"bias $\langle\Delta z\rangle$",
+    "abs_bias": r"$|$bias$|$",
+    "crps": "CRPS",
+}
 METRIC_SCALE = {"sigma_mad": 1.0, "eta": 100.0, "bias": 1.0, "crps": 1.0}  # eta is drawn in per cent
 ZSPEC_LABEL = r"spectroscopic redshift $z_\mathrm{spec}$"
 ZPHOT_LABEL = r"photometric redshift $z_\mathrm{phot}$ (PDF median)"
@@ -68,6 +73,7 @@ def _background_histogram(ax, values: np.ndarray, lo: float, hi: float) -> None:
 
 # ----------------------------------------------------------------------------- evaluate
 
+
 def zphot_vs_zspec(entries: list[dict], path: Path, threshold: float) -> Path:
     """One density panel per catalogue: z_phot against z_spec, the 1:1 line and the outlier limits.
 
@@ -84,24 +90,44 @@ def zphot_vs_zspec(entries: list[dict], path: Path, threshold: float) -> Path:
     lo, hi = max(lo - 0.02 * (hi - lo), -0.05), hi + 0.02 * (hi - lo)
     line = np.linspace(lo, hi, 200)
     for ax, e in zip(axes.flat, entries):
-        _, _, _, image = ax.hist2d(e["z_spec"], e["z_phot"], bins=120, range=[[lo, hi], [lo, hi]],
-                                   norm=LogNorm(), cmap="viridis", cmin=1)
+        _, _, _, image = ax.hist2d(
+            e["z_spec"], e["z_phot"], bins=120, range=[[lo, hi], [lo, hi]], norm=LogNorm(), cmap="viridis", cmin=1
+        )
         ax.plot(line, line, color="k", lw=0.8, label="1:1")
         for sign in (1, -1):
-            ax.plot(line, line + sign * threshold * (1 + line), color="crimson", lw=0.8, ls="--",
-                    label=rf"$|\Delta z| = {threshold:g}$" if sign == 1 else None)
+            ax.plot(
+                line,
+                line + sign * threshold * (1 + line),
+                color="crimson",
+                lw=0.8,
+                ls="--",
+                label=rf"$|\Delta z| = {threshold:g}$" if sign == 1 else None,
+            )
         o = e["overall"]
-        ax.text(0.03, 0.97, f"N = {o['n']}\n" + rf"$\sigma_\mathrm{{MAD}}$ = {o['sigma_mad']:.4f}" + "\n"
-                + rf"$\eta$ = {100 * o['eta']:.2f} %" + "\n" + f"bias = {o['bias']:+.4f}",
-                transform=ax.transAxes, va="top", ha="left", fontsize=9,
-                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8})
+        ax.text(
+            0.03,
+            0.97,
+            f"N = {o['n']}\n"
+            + rf"$\sigma_\mathrm{{MAD}}$ = {o['sigma_mad']:.4f}"
+            + "\n"
+            + rf"$\eta$ = {100 * o['eta']:.2f} %"
+            + "\n"
+            + f"bias = {o['bias']:+.4f}",
+            transform=ax.transAxes,
+            va="top",
+            ha="left",
+            fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
+        )
         ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=ZSPEC_LABEL, ylabel=ZPHOT_LABEL, title=e["label"])
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize=8)
         fig.colorbar(image, ax=ax, label="objects per pixel", shrink=0.8, format="%g")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.suptitle(r"Photometric vs spectroscopic redshift, $\Delta z = (z_\mathrm{phot} - z_\mathrm{spec})/(1 + z_\mathrm{spec})$")
+    fig.suptitle(
+        r"Photometric vs spectroscopic redshift, $\Delta z = (z_\mathrm{phot} - z_\mathrm{spec})/(1 + z_\mathrm{spec})$"
+    )
     return save(fig, path)
 
 
@@ -149,18 +175,36 @@ def pit_histogram(entries: list[dict], path: Path) -> Path:
     ax = axes[0, 0]
     for e, colour in zip(entries, colours(len(entries))):
         h = e["pit"]
-        ax.stairs(h["density"], h["edges"], color=colour, lw=1.6,
-                  label=f"{e['label']}: CRPS {e['crps']:.4f}, KS D {h['ks_stat']:.3f}")
+        ax.stairs(
+            h["density"],
+            h["edges"],
+            color=colour,
+            lw=1.6,
+            label=f"{e['label']}: CRPS {e['crps']:.4f}, KS D {h['ks_stat']:.3f}",
+        )
     ax.axhline(1.0, color="k", ls="--", lw=0.8, label="calibrated (uniform)")
-    ax.set(xlabel=r"PIT = CDF$(z_\mathrm{spec})$", ylabel="density", xlim=(0, 1), ylim=(0, None),
-           title="PDF calibration: probability integral transform")
-    ax.text(0.5, 0.02, "U shape: PDFs too narrow; hump: too broad; slope: biased", transform=ax.transAxes,
-            ha="center", fontsize=8, color="0.4")
+    ax.set(
+        xlabel=r"PIT = CDF$(z_\mathrm{spec})$",
+        ylabel="density",
+        xlim=(0, 1),
+        ylim=(0, None),
+        title="PDF calibration: probability integral transform",
+    )
+    ax.text(
+        0.5,
+        0.02,
+        "U shape: PDFs too narrow; hump: too broad; slope: biased",
+        transform=ax.transAxes,
+        ha="center",
+        fontsize=8,
+        color="0.4",
+    )
     ax.legend(fontsize=8, loc="upper center")
     return save(fig, path)
 
 
 # ----------------------------------------------------------------------------- bootstrap
+
 
 def bootstrap_deltas(result: dict, samples: dict[str, np.ndarray], path: Path) -> Path:
     """Per metric: the bootstrapped differences (green), shifted by delta to satisfy H0 (red), delta (blue).
@@ -173,7 +217,7 @@ def bootstrap_deltas(result: dict, samples: dict[str, np.ndarray], path: Path) -
     ncols = min(len(keys), 2)
     nrows = -(-len(keys) // ncols)
     fig, axes = figure(nrows, ncols, size=(5.2 * ncols, 3.9 * nrows))
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
     for ax, key in zip(axes.flat, keys):
         r = result[key]
@@ -187,16 +231,22 @@ def bootstrap_deltas(result: dict, samples: dict[str, np.ndarray], path: Path) -
         ax.hist(shifted, bins=bins, color="tab:red", alpha=0.55, label=r"$\delta_b - \delta$ (under $H_0$)")
         ax.axvline(delta, color="tab:blue", lw=1.6, label=rf"$\delta$ = {delta:.3g}")
         name = METRIC_LABELS[key].split(" [")[0].replace("outlier fraction ", "")
-        ax.set(xlabel=rf"$\delta$ = {name} (base) $-$ {name} (other)", ylabel="bootstrap samples",
-               title=f"{name}: p = {r['p_value']:.4f}" + ("" if r["gain"] is None else f", gain {100 * r['gain']:+.1f} %"))
+        ax.set(
+            xlabel=rf"$\delta$ = {name} (base) $-$ {name} (other)",
+            ylabel="bootstrap samples",
+            title=f"{name}: p = {r['p_value']:.4f}" + ("" if r["gain"] is None else f", gain {100 * r['gain']:+.1f} %"),
+        )
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.legend(fontsize=7)
-    fig.suptitle(f"Paired bootstrap, K = {len(next(iter(samples.values())))} resamples "
-                 f"({result['n']} objects); positive = other is better")
+    fig.suptitle(
+        f"Paired bootstrap, K = {len(next(iter(samples.values())))} resamples "
+        f"({result['n']} objects); positive = other is better"
+    )
     return save(fig, path)
 
 
 # ----------------------------------------------------------------------------- dropout scan
+
 
 def dropout_vs_z(curves: list[dict], z_spec: np.ndarray, path: Path, title: str) -> Path:
     """sigma_MAD against z_spec per dropped modality (paper Fig. 10), ranked by the mean over the bins.
@@ -225,13 +275,26 @@ def dropout_vs_z(curves: list[dict], z_spec: np.ndarray, path: Path, title: str)
         x = mids[i] + (i - (len(ranked) - 1) / 2) * 0.015 * step  # slightly apart, as in the paper
         err = c["binned"].get("sigma_mad_err")
         err = None if err is None else [np.nan if v is None else v for v in err]
-        ax.errorbar(x, c["binned"]["sigma_mad"], yerr=err, marker="o", ms=3, capsize=2,
-                    label=f"{c['label']} ({c['mean']:.4f})", **style)
+        ax.errorbar(
+            x,
+            c["binned"]["sigma_mad"],
+            yerr=err,
+            marker="o",
+            ms=3,
+            capsize=2,
+            label=f"{c['label']} ({c['mean']:.4f})",
+            **style,
+        )
         side.plot([i], [c["mean"]], marker="o", ms=6, color=style["color"])
     ax.set(xlabel=ZSPEC_LABEL, ylabel=METRIC_LABELS["sigma_mad"], title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, title=r"dropped modality (mean $\sigma_\mathrm{MAD}$), ranked", title_fontsize=7,
-              loc="upper left", ncols=2)
+    ax.legend(
+        fontsize=7,
+        title=r"dropped modality (mean $\sigma_\mathrm{MAD}$), ranked",
+        title_fontsize=7,
+        loc="upper left",
+        ncols=2,
+    )
     side.set_xticks(range(len(ranked)), [c["label"] for c in ranked], rotation=90, fontsize=7)
     side.set(ylabel=r"mean $\sigma_\mathrm{MAD}$ over the redshift bins", title="ranking")
     side.grid(alpha=0.3)

@@ -1,9 +1,9 @@
 """``mmz predict``: photo-z catalogues with PDFs, from image tiles or from the project's cubes.
 
 From tiles, the sources are those of a catalogue (``--catalog``) or, by default,
-every source that sep detects in the tiles (``detect.py``).  The work is split by tile: every source belongs to the reference-band
-image that covers it best, and the sources of one tile are cut (the code of
-``mmz cutout``), predicted by every model of the run (PDFs averaged) and saved
+every source that sep detects in the tiles (``detect.py``).  The work is split
+by tile: every source belongs to the reference-band image that covers it best,
+and the sources of one tile are cut (the code of ``mmz cutout``), predicted by every model of the run (PDFs averaged) and saved
 as one part file in ``<CAT>.parts/``.  Once every tile is done the parts are
 merged, block by block, into ``<CAT>.partial`` and renamed to ``<CAT>``: memory
 depends on the largest tile, never on the survey, and a file named ``<CAT>`` is
@@ -38,15 +38,25 @@ BLOCK_ROWS = 256  # sources cut and predicted together
 def _rows(ids, ra, dec, pdfs, z_reg, flags, ebv, edges) -> dict[str, np.ndarray]:
     from mmzcli.catalog import summarise_pdfs
 
-    return {"ID": ids, "RA": ra, "DEC": dec, **summarise_pdfs(pdfs, edges), "Z_REG": z_reg, "FLAGS": flags,
-            "EBV": ebv, "PDF": pdfs}
+    return {
+        "ID": ids,
+        "RA": ra,
+        "DEC": dec,
+        **summarise_pdfs(pdfs, edges),
+        "Z_REG": z_reg,
+        "FLAGS": flags,
+        "EBV": ebv,
+        "PDF": pdfs,
+    }
 
 
 # ----------------------------------------------------------------------------- from cubes: out of fold
 
+
 @releases_locks
-def predict_cubes(project: Path, output: Path, *, run: str | None = None, overwrite: bool = False,
-                  console=None) -> dict:
+def predict_cubes(
+    project: Path, output: Path, *, run: str | None = None, overwrite: bool = False, console=None
+) -> dict:
     """``mmz predict --cubes``: the run's out-of-fold PDFs of the labelled set as a catalogue."""
     from mmzcli.catalog import write_photoz
     from mmzcli.device import resolve_device
@@ -57,8 +67,9 @@ def predict_cubes(project: Path, output: Path, *, run: str | None = None, overwr
     _refuse_existing(output, overwrite, {"project store": [cubes_path(project)], "run file": run_files(run_dir)})
     oof_path = run_dir.oof_path
     if not oof_path.exists():
-        raise InputError(f"{run_dir.path}: no out-of-fold predictions (oof.npz) yet; they are written when "
-                         f"mmz train finishes")
+        raise InputError(
+            f"{run_dir.path}: no out-of-fold predictions (oof.npz) yet; they are written when mmz train finishes"
+        )
     ensemble = Ensemble.load(run_dir, project, resolve_device("cpu"), weights=False)  # for the header
     oof = dict(np.load(oof_path))
     group = open_store(cubes_path(project))
@@ -66,11 +77,21 @@ def predict_cubes(project: Path, output: Path, *, run: str | None = None, overwr
     order = np.argsort(ids)
     where = order[np.searchsorted(ids, oof["id"], sorter=order)]
     if not np.array_equal(ids[where], oof["id"]):
-        raise InputError(f"{oof_path}: its objects are not those of {cubes_path(project)}; "
-                         f"the store was rebuilt after training: train the run again")
+        raise InputError(
+            f"{oof_path}: its objects are not those of {cubes_path(project)}; "
+            f"the store was rebuilt after training: train the run again"
+        )
     edges = ensemble.profile.redshift_grid.edges()
-    columns = _rows(oof["id"], group["ra"][:][where], group["dec"][:][where], oof["pdf"], oof["z_reg"],
-                    group["flags"][:][where], oof["ebv"], edges)
+    columns = _rows(
+        oof["id"],
+        group["ra"][:][where],
+        group["dec"][:][where],
+        oof["pdf"],
+        oof["z_reg"],
+        group["flags"][:][where],
+        oof["ebv"],
+        edges,
+    )
     columns.update(Z_SPEC=oof["z_spec"], FOLD=oof["fold"].astype(np.int16))
     columns[f"MAG_{ensemble.profile.reference_band.upper()}"] = oof["mag_ref"]
     header = ensemble.header("oof")
@@ -81,17 +102,20 @@ def predict_cubes(project: Path, output: Path, *, run: str | None = None, overwr
     return {"rows": len(oof["id"]), "output": str(output)}
 
 
-def _refuse_existing(output: Path, overwrite: bool, inputs: dict, *, lock: bool = True,
-                     shard: tuple[int, int] | None = None) -> None:
+def _refuse_existing(
+    output: Path, overwrite: bool, inputs: dict, *, lock: bool = True, shard: tuple[int, int] | None = None
+) -> None:
     """Refuse an output that is an input, is being written or is not an mmz catalogue; lock it (outputs.py)."""
     if not output.parent.is_dir():
-        raise ConfigError(f"-o {output}: no such directory {output.parent} for the output catalogue; create it "
-                          f"or choose another output name")
+        raise ConfigError(
+            f"-o {output}: no such directory {output.parent} for the output catalogue; create it "
+            f"or choose another output name"
+        )
     claim_catalogue(output, inputs, overwrite, lock=lock, shard=shard)
 
 
-
 # ----------------------------------------------------------------------------- from tiles
+
 
 @dataclass(frozen=True)
 class PredictOptions:
@@ -130,7 +154,7 @@ class Sources:
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """One reference-band image and its sources: the catalogue rows it covers best, or (``rows`` None) its detections."""
+    """One reference-band image and its sources: the catalogue rows it covers best, or (rows None) its detections."""
 
     name: str  # of its part file
     number: int  # tile number: detected sources get ids number * 10^6 + 1, 2, ...
@@ -175,8 +199,10 @@ def _ebv_for(spec: str | None, column: np.ndarray | None, n: int, median: float)
         return np.full(n, median, np.float32), np.full(n, int(Flag.EBV_DEFAULT), np.int32)
     ebv = np.asarray(column, dtype=np.float64)
     missing = ~np.isfinite(ebv) | (ebv < 0)
-    return (np.where(missing, median, ebv).astype(np.float32),
-            np.where(missing, int(Flag.EBV_DEFAULT), 0).astype(np.int32))
+    return (
+        np.where(missing, median, ebv).astype(np.float32),
+        np.where(missing, int(Flag.EBV_DEFAULT), 0).astype(np.int32),
+    )
 
 
 def _read_sources(catalog: Path, columns: dict[str, str], ebv_spec: str | None, median: float) -> Sources:
@@ -214,9 +240,13 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
         rank, world = shard
     run = resolve_run(o.project, o.run)
     # torchrun: rank 0 locks the catalogue for every rank; --shard jobs lock their own shard
-    _refuse_existing(output, o.overwrite, {"tile": expand_tiles(tiles), "catalogue": [o.catalog],
-                                           "run file": run_files(run)},
-                     lock=rank == 0 or not torchrun, shard=None if torchrun else shard)
+    _refuse_existing(
+        output,
+        o.overwrite,
+        {"tile": expand_tiles(tiles), "catalogue": [o.catalog], "run file": run_files(run)},
+        lock=rank == 0 or not torchrun,
+        shard=None if torchrun else shard,
+    )
     device = resolve_device(o.device)
     ensemble = Ensemble.load(run, Path(o.project), device)
     profile = ensemble.profile
@@ -225,24 +255,27 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
     present = {image.band for image in images}
     absent = [b for b in profile.band_names if b not in present]
     if absent and not o.allow_missing_bands:
-        raise InputError(f"the tiles hold no image in band(s) {', '.join(absent)} of run "
-                         f"{ensemble.run_dir.name} (profile {profile.name}: {', '.join(profile.band_names)}); "
-                         f"give those tiles, or --allow-missing-bands to predict without them")
+        raise InputError(
+            f"the tiles hold no image in band(s) {', '.join(absent)} of run "
+            f"{ensemble.run_dir.name} (profile {profile.name}: {', '.join(profile.band_names)}); "
+            f"give those tiles, or --allow-missing-bands to predict without them"
+        )
     references = [i for i, image in enumerate(images) if image.band == profile.reference_band]
     if not references:
-        raise InputError(f"no tile of the reference band {profile.reference_band}: it defines the tiles "
-                         f"the work is split by")
+        raise InputError(
+            f"no tile of the reference band {profile.reference_band}: it defines the tiles the work is split by"
+        )
     sources = None
     if o.catalog is not None:
         names = {"id": "ID", "ra": "RA", "dec": "DEC", **o.columns}
         sources = _read_sources(Path(o.catalog), names, o.ebv, ensemble.ebv_median)
     elif o.ebv is not None and not _is_number(o.ebv):
-        raise ConfigError(f"--ebv {o.ebv}: with no --catalog the sources are detected and have no E(B-V) column; "
-                          f"give a value")
+        raise ConfigError(
+            f"--ebv {o.ebv}: with no --catalog the sources are detected and have no E(B-V) column; give a value"
+        )
 
     parts = output.with_name(output.name + ".parts")
-    key = inputs_key("predict", images, o.catalog, ensemble.run_hash, o.detect, o.ebv, o.columns,
-                     o.allow_missing_bands)
+    key = inputs_key("predict", images, o.catalog, ensemble.run_hash, o.detect, o.ebv, o.columns, o.allow_missing_bands)
     if torchrun:
         import torch.distributed as dist
 
@@ -256,8 +289,11 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
     mine = [u for u in units[rank::world] if not predictor.part(u).exists()]
     started, predicted = time.perf_counter(), 0
     with progress_bar(console) as bar:
-        task = bar.add_task(f"predicting {len(units)} tiles" + (f" (shard {rank}/{world})" if world > 1 else ""),
-                            total=len(units[rank::world]), completed=len(units[rank::world]) - len(mine))
+        task = bar.add_task(
+            f"predicting {len(units)} tiles" + (f" (shard {rank}/{world})" if world > 1 else ""),
+            total=len(units[rank::world]),
+            completed=len(units[rank::world]) - len(mine),
+        )
         for unit in mine:
             try:
                 columns = predictor.compute(unit, sources)
@@ -272,20 +308,31 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
                 predicted += len(columns["ID"])
             bar.advance(task)
     seconds = time.perf_counter() - started
-    summary = {"tiles": len(units), "predicted_now": predicted, "seconds": seconds, "skipped": skipped,
-               "models": ensemble.n_models, "detected": o.detect, "detection_bands": profile.detection_bands}
+    summary = {
+        "tiles": len(units),
+        "predicted_now": predicted,
+        "seconds": seconds,
+        "skipped": skipped,
+        "models": ensemble.n_models,
+        "detected": o.detect,
+        "detection_bands": profile.detection_bands,
+    }
     if torchrun:
         dist.barrier()
         dist.destroy_process_group()
     if rank != 0 or (world > 1 and not torchrun):
         if console is not None:
-            console.print(f"shard {rank}/{world}: {predicted} sources in {seconds:.0f} s -> {parts}; "
-                          f"merge with the same command without --shard and with --resume")
+            console.print(
+                f"shard {rank}/{world}: {predicted} sources in {seconds:.0f} s -> {parts}; "
+                f"merge with the same command without --shard and with --resume"
+            )
         return summary
     pending = [u.name for u in units if not predictor.part(u).exists() and not predictor.skip_note(u).exists()]
     if pending:
-        raise InputError(f"{parts}: {len(pending)} tile(s) not predicted yet (e.g. {pending[0]}); "
-                         f"run the missing shards, then merge with --resume")
+        raise InputError(
+            f"{parts}: {len(pending)} tile(s) not predicted yet (e.g. {pending[0]}); "
+            f"run the missing shards, then merge with --resume"
+        )
     skipped += [predictor.skip_note(u).read_text() for u in units if predictor.skip_note(u).exists()]
     summary["rows"] = _merge(parts, units, output, ensemble, o.detect, skipped)
     if console is not None:
@@ -300,8 +347,10 @@ def _open_parts(parts: Path, key: str, keep: bool) -> None:
     state = parts / "state.json"
     if keep and state.exists():
         if json.loads(state.read_text()).get("key") != key:
-            raise InputError(f"{parts}: an unfinished prediction from other inputs or another run is there; "
-                             f"run without --resume/--shard to start afresh")
+            raise InputError(
+                f"{parts}: an unfinished prediction from other inputs or another run is there; "
+                f"run without --resume/--shard to start afresh"
+            )
         return
     if parts.exists() and not keep:
         shutil.rmtree(parts)
@@ -317,8 +366,10 @@ def _units(images: list, references: list[int], sources: Sources | None, profile
     if sources is None:
         return [WorkUnit(name, number, k) for number, (name, k) in enumerate(zip(names, references))]
     owner = assign_images([images[k] for k in references], sources.ra, sources.dec, [profile.reference_band])[:, 0]
-    units = [WorkUnit(name, number, k, np.flatnonzero(owner == number))
-             for number, (name, k) in enumerate(zip(names, references))]
+    units = [
+        WorkUnit(name, number, k, np.flatnonzero(owner == number))
+        for number, (name, k) in enumerate(zip(names, references))
+    ]
     uncovered = np.flatnonzero(owner < 0)
     if uncovered.size:  # off every reference tile: predicted with what other bands hold, never dropped
         units.append(WorkUnit("no-reference-tile", len(units), references[0], uncovered))
@@ -354,8 +405,11 @@ class _TilePredictor:
             ids = unit.number * 1_000_000 + np.arange(1, n + 1, dtype=np.int64)
             ra, dec = found["ra"], found["dec"]
             ebv_values, flags0 = _ebv_for(o.ebv, None, n, self.ensemble.ebv_median)
-            extra = {"X": (found["x"] + 1).astype(np.float32), "Y": (found["y"] + 1).astype(np.float32),
-                     "TILE": np.full(n, Path(reference.path).name[:64], dtype="S64")}
+            extra = {
+                "X": (found["x"] + 1).astype(np.float32),
+                "Y": (found["y"] + 1).astype(np.float32),
+                "TILE": np.full(n, Path(reference.path).name[:64], dtype="S64"),
+            }
         else:
             rows = unit.rows
             ids, ra, dec = sources.ids[rows], sources.ra[rows], sources.dec[rows]
@@ -373,12 +427,27 @@ class _TilePredictor:
                 flags[start:stop] |= block_flags
                 has_data = band_ok.any(axis=1)
                 if has_data.any():
-                    p, r = self.ensemble.predict(stamps[has_data], band_ok[has_data],
-                                                 ebv_values[start:stop][has_data], self.device, o.batch_size, o.amp)
+                    p, r = self.ensemble.predict(
+                        stamps[has_data],
+                        band_ok[has_data],
+                        ebv_values[start:stop][has_data],
+                        self.device,
+                        o.batch_size,
+                        o.amp,
+                    )
                     pdfs[start:stop][has_data], z_reg[start:stop][has_data] = p, r
 
-            tasks = (BlockTask(s, assignment[s:s + BLOCK_ROWS], ra[s:s + BLOCK_ROWS], dec[s:s + BLOCK_ROWS],
-                               profile.cutout_size, profile.pixel_scale) for s in range(0, n, BLOCK_ROWS))
+            tasks = (
+                BlockTask(
+                    s,
+                    assignment[s : s + BLOCK_ROWS],
+                    ra[s : s + BLOCK_ROWS],
+                    dec[s : s + BLOCK_ROWS],
+                    profile.cutout_size,
+                    profile.pixel_scale,
+                )
+                for s in range(0, n, BLOCK_ROWS)
+            )
             cut_blocks(self.images, tasks, o.jobs if n > BLOCK_ROWS else 1, record)
         tile_pixels.cache_clear()  # unmap this tile's images: memory must not grow with the survey
         columns = _rows(ids, ra, dec, pdfs, z_reg, flags, ebv_values, profile.redshift_grid.edges())
@@ -392,8 +461,9 @@ class _TilePredictor:
             np.savez(tmp, **columns)
 
 
-def _merge(parts: Path, units: list[WorkUnit], output: Path, ensemble: Ensemble, detect: bool,
-           skipped: list[str]) -> int:
+def _merge(
+    parts: Path, units: list[WorkUnit], output: Path, ensemble: Ensemble, detect: bool, skipped: list[str]
+) -> int:
     """Append the parts, in tile order, to ``<output>.partial``; rename when complete; remove the parts."""
     from mmzcli.catalog import PhotozWriter
 
@@ -409,8 +479,10 @@ def _merge(parts: Path, units: list[WorkUnit], output: Path, ensemble: Ensemble,
             if not path.exists():
                 if (parts / f"{unit.name}.skipped").exists():
                     continue
-                raise InputError(f"{path}: the part of tile {unit.name} is gone while merging (another process "
-                                 f"changed {parts}?); run the same command with --resume")
+                raise InputError(
+                    f"{path}: the part of tile {unit.name} is gone while merging (another process "
+                    f"changed {parts}?); run the same command with --resume"
+                )
             with np.load(path) as part:
                 writer.append({k: part[k] for k in part.files})
         writer.finish()

@@ -117,8 +117,17 @@ class Profile:
 
 # ----------------------------------------------------------------------------- validation
 
-_REQUIRED = ("name", "description", "pixel_scale", "cutout_size", "bands", "reference_band",
-             "reference_mag_limit", "redshift_grid", "outlier_threshold")
+_REQUIRED = (
+    "name",
+    "description",
+    "pixel_scale",
+    "cutout_size",
+    "bands",
+    "reference_band",
+    "reference_mag_limit",
+    "redshift_grid",
+    "outlier_threshold",
+)
 _OPTIONAL = ("extends", "detection_bands", "band_pattern", "fusion", "modalities", "simulation")
 _BAND_REQUIRED = ("name", "filter", "wavelength", "depth", "psf_fwhm", "zeropoint", "extinction")
 _BAND_OPTIONAL = ("aliases",)
@@ -139,12 +148,10 @@ class _Checker:
             raise self.fail(key, f"expected a mapping, got {type(data).__name__}")
         missing = [k for k in required if k not in data]
         if missing:
-            raise self.fail(key, f"missing required key '{missing[0]}' "
-                                 f"(required: {', '.join(required)})")
+            raise self.fail(key, f"missing required key '{missing[0]}' (required: {', '.join(required)})")
         unknown = [k for k in data if k not in required + optional]
         if unknown:
-            raise self.fail(key, f"unknown key '{unknown[0]}' "
-                                 f"(allowed: {', '.join(required + optional)})")
+            raise self.fail(key, f"unknown key '{unknown[0]}' (allowed: {', '.join(required + optional)})")
         return data
 
     def number(self, data: dict, key: str, path: str, *, positive=False, integer=False) -> float:
@@ -180,16 +187,18 @@ def profile_from_dict(data: Any, source: str = "<memory>") -> Profile:
     for i, raw in enumerate(data["bands"]):
         path = f"bands[{i}]."
         raw = check.mapping(raw, f"bands[{i}]", _BAND_REQUIRED, _BAND_OPTIONAL)
-        bands.append(Band(
-            name=check.string(raw, "name", path),
-            filter=check.string(raw, "filter", path),
-            wavelength=check.number(raw, "wavelength", path, positive=True),
-            depth=check.number(raw, "depth", path),
-            psf_fwhm=check.number(raw, "psf_fwhm", path, positive=True),
-            zeropoint=check.number(raw, "zeropoint", path),
-            extinction=check.number(raw, "extinction", path),
-            aliases=check.strings(raw, "aliases", path) if "aliases" in raw else (),
-        ))
+        bands.append(
+            Band(
+                name=check.string(raw, "name", path),
+                filter=check.string(raw, "filter", path),
+                wavelength=check.number(raw, "wavelength", path, positive=True),
+                depth=check.number(raw, "depth", path),
+                psf_fwhm=check.number(raw, "psf_fwhm", path, positive=True),
+                zeropoint=check.number(raw, "zeropoint", path),
+                extinction=check.number(raw, "extinction", path),
+                aliases=check.strings(raw, "aliases", path) if "aliases" in raw else (),
+            )
+        )
     names = [b.name for b in bands]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
@@ -248,6 +257,7 @@ def profile_from_dict(data: Any, source: str = "<memory>") -> Profile:
 
 # ----------------------------------------------------------------------------- loading
 
+
 def _read_yaml(path: Path) -> dict:
     import yaml
 
@@ -294,8 +304,10 @@ def _profile_path(name_or_path: str | Path, relative_to: Path | None = None) -> 
         return path
     path = shipped_profiles_dir() / f"{text}.yaml"
     if not path.exists():
-        raise ConfigError(f"unknown profile '{text}': shipped profiles are {', '.join(list_profiles())}; "
-                          f"or give the path of a .yaml file")
+        raise ConfigError(
+            f"unknown profile '{text}': shipped profiles are {', '.join(list_profiles())}; "
+            f"or give the path of a .yaml file"
+        )
     return path
 
 

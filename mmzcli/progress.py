@@ -12,6 +12,11 @@ def progress_bar(console: Any, *fields: str) -> Any:
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               *(TextColumn(text) for text in fields), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(text) for text in fields),
+        TimeRemainingColumn(),
+    ]
     return Progress(*columns, console=console, disable=console is None or console.quiet, transient=False)

@@ -41,9 +41,15 @@ def read_config(project: Path) -> dict[str, Any] | None:
     return data
 
 
-def write_config(project: Path, profile: Profile, *, tiles: str | None = None,
-                 catalog: str | None = None, columns: dict[str, str] | None = None,
-                 extra: dict[str, Any] | None = None) -> Path:
+def write_config(
+    project: Path,
+    profile: Profile,
+    *,
+    tiles: str | None = None,
+    catalog: str | None = None,
+    columns: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Create or update ``mmz.yaml``: profile snapshot, inputs (paths relative to the project)."""
     import yaml
 
@@ -72,7 +78,8 @@ def record_command(project: Path, argv: list[str]) -> None:
     if config is None:
         return
     config.setdefault("history", []).append(
-        {"time": now(), "mmz_version": __version__, "command": shlex.join(["mmz", *argv])})
+        {"time": now(), "mmz_version": __version__, "command": shlex.join(["mmz", *argv])}
+    )
     atomic_write_text(Path(project) / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
 
 
@@ -86,13 +93,16 @@ def project_profile(project: Path, requested: str | None) -> Profile:
     snapshot = config.get("profile") if config else None
     if requested is None:
         if snapshot is None:
-            raise ConfigError(f"{Path(project) / CONFIG_NAME}: no survey profile recorded; "
-                              f"pass --survey/--profile NAME")
+            raise ConfigError(
+                f"{Path(project) / CONFIG_NAME}: no survey profile recorded; pass --survey/--profile NAME"
+            )
         return profile_from_dict(snapshot, source=str(Path(project) / CONFIG_NAME))
     profile = load_profile(requested)
     if snapshot is not None and snapshot.get("name") != profile.name:
-        raise ConfigError(f"{Path(project) / CONFIG_NAME}: this project is for survey "
-                          f"'{snapshot.get('name')}', not '{profile.name}'; use another --project")
+        raise ConfigError(
+            f"{Path(project) / CONFIG_NAME}: this project is for survey "
+            f"'{snapshot.get('name')}', not '{profile.name}'; use another --project"
+        )
     if snapshot is not None:
         return profile_from_dict(snapshot, source=str(Path(project) / CONFIG_NAME))
     return profile

@@ -74,8 +74,9 @@ class RunDir:
 
     def settings(self) -> dict:
         """``config.yaml``: the settings the run was trained with."""
-        return _read_mapping(self.config_path, "the run's settings",
-                             "restore it, or train under another name with --name NEW")
+        return _read_mapping(
+            self.config_path, "the run's settings", "restore it, or train under another name with --name NEW"
+        )
 
     def profile(self, project: Path) -> Any:
         """The survey profile the run was trained with (its snapshot; the project's for old runs)."""
@@ -177,8 +178,11 @@ def load_checkpoint(source: Path | BinaryIO, *, kind: str = MODEL_FORMAT, name: 
 
     name = source if name is None else name
     what = "a finished mmz model" if kind == MODEL_FORMAT else "an mmz training state"
-    advice = ("retrain it (mmz train with the run's settings resumes the run and replaces it) or remove the file"
-              if kind == MODEL_FORMAT else "remove it: mmz train then trains this model from its first epoch")
+    advice = (
+        "retrain it (mmz train with the run's settings resumes the run and replaces it) or remove the file"
+        if kind == MODEL_FORMAT
+        else "remove it: mmz train then trains this model from its first epoch"
+    )
     try:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -188,28 +192,32 @@ def load_checkpoint(source: Path | BinaryIO, *, kind: str = MODEL_FORMAT, name: 
     except Exception as exc:  # a damaged or foreign file: torch raises anything from KeyError to UnpicklingError
         raise CheckpointError(f"{name}: not {what} ({_why_unloadable(source, exc)}); {advice}") from None
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{name}: not {what} (a torch file of a {type(checkpoint).__name__}, "
-                              f"not an mmz checkpoint); {advice}")
+        raise CheckpointError(
+            f"{name}: not {what} (a torch file of a {type(checkpoint).__name__}, not an mmz checkpoint); {advice}"
+        )
     marker, version = checkpoint.get("format"), checkpoint.get("format_version")
     if marker is not None and marker != kind:
         raise CheckpointError(f"{name}: not {what} (its format is {marker!r}); {advice}")
     if marker is not None and not isinstance(version, int):
         raise CheckpointError(f"{name}: not {what} (format_version {version!r} is not a number); {advice}")
     if marker is not None and version > FORMAT_VERSION:
-        raise InputError(f"{name}: {what} of format version {version}, newer than this mmz reads "
-                         f"({FORMAT_VERSION}); upgrade mmz")
+        raise InputError(
+            f"{name}: {what} of format version {version}, newer than this mmz reads ({FORMAT_VERSION}); upgrade mmz"
+        )
     missing = [key for key in _required_keys(kind) if key not in checkpoint]
     if missing and marker is None:
-        raise CheckpointError(f"{name}: not {what} (a torch file with neither mmz's format marker nor the "
-                              f"'{missing[0]}' of an older mmz checkpoint); {advice}")
+        raise CheckpointError(
+            f"{name}: not {what} (a torch file with neither mmz's format marker nor the "
+            f"'{missing[0]}' of an older mmz checkpoint); {advice}"
+        )
     if missing:
         raise CheckpointError(f"{name}: not {what} (no '{missing[0]}' in it); {advice}")
     if not (isinstance(checkpoint["model"], dict) and checkpoint["model"]):
-        raise CheckpointError(f"{name}: not {what} (it holds no weights: a training that diverged left it); "
-                              f"{advice}")
+        raise CheckpointError(f"{name}: not {what} (it holds no weights: a training that diverged left it); {advice}")
     if kind == MODEL_FORMAT and not isinstance(checkpoint["config"], dict):
-        raise CheckpointError(f"{name}: not {what} (its 'config' is a {type(checkpoint['config']).__name__}, "
-                              f"not a mapping); {advice}")
+        raise CheckpointError(
+            f"{name}: not {what} (its 'config' is a {type(checkpoint['config']).__name__}, not a mapping); {advice}"
+        )
     return checkpoint
 
 
@@ -254,8 +262,10 @@ class Ensemble:
             if weights:
                 models.append(build_model(checkpoint, device))
         if list(config.bands) != profile.band_names:
-            raise InputError(f"{run_dir}: its models take bands {', '.join(config.bands)} but its profile "
-                             f"{profile.name} has {', '.join(profile.band_names)}")
+            raise InputError(
+                f"{run_dir}: its models take bands {', '.join(config.bands)} but its profile "
+                f"{profile.name} has {', '.join(profile.band_names)}"
+            )
         ebv_median = float(np.median(np.load(run.oof_path)["ebv"])) if run.oof_path.exists() else 0.0
         return cls(run_dir, profile, models, len(paths), config, digest.hexdigest()[:16], ebv_median)
 
@@ -265,20 +275,27 @@ class Ensemble:
 
         grid, cfg = self.profile.redshift_grid, self.config
         modalities = " ".join("".join(m) if all(len(b) == 1 for b in m) else "_".join(m) for m in cfg.modalities)
-        return {"MMZVERS": (__version__, "mmz version"), "CATKIND": (kind, "tiles: survey sources; oof: out-of-fold"),
-                "PROFILE": (self.profile.name, "survey profile"), "RUN": (self.run_dir.name, "training run"),
-                "RUNHASH": (self.run_hash, "sha256 of the run's checkpoints, first 16 hex"),
-                "NMODELS": (self.n_models, "models averaged (folds x seeds)"),
-                "FUSION": (cfg.fusion, "fusion stage"), "FUSTYPE": (cfg.fusion_type, "fusion type"),
-                "MODALITY": (modalities, "band groups processed in parallel"),
-                "WIDTH": (cfg.width, "channel-width multiplier"),
-                "NBINS": (grid.n_bins, "redshift bins of the PDF"), "ZMIN": (grid.z_min, "lower edge of the grid"),
-                "ZMAX": (grid.z_max, "upper edge of the grid"),
-                "OUTLTHR": (self.profile.outlier_threshold, "|dz|/(1+z) outlier threshold of the survey"),
-                "REFBAND": (self.profile.reference_band, "reference band (magnitude limit)")}
+        return {
+            "MMZVERS": (__version__, "mmz version"),
+            "CATKIND": (kind, "tiles: survey sources; oof: out-of-fold"),
+            "PROFILE": (self.profile.name, "survey profile"),
+            "RUN": (self.run_dir.name, "training run"),
+            "RUNHASH": (self.run_hash, "sha256 of the run's checkpoints, first 16 hex"),
+            "NMODELS": (self.n_models, "models averaged (folds x seeds)"),
+            "FUSION": (cfg.fusion, "fusion stage"),
+            "FUSTYPE": (cfg.fusion_type, "fusion type"),
+            "MODALITY": (modalities, "band groups processed in parallel"),
+            "WIDTH": (cfg.width, "channel-width multiplier"),
+            "NBINS": (grid.n_bins, "redshift bins of the PDF"),
+            "ZMIN": (grid.z_min, "lower edge of the grid"),
+            "ZMAX": (grid.z_max, "upper edge of the grid"),
+            "OUTLTHR": (self.profile.outlier_threshold, "|dz|/(1+z) outlier threshold of the survey"),
+            "REFBAND": (self.profile.reference_band, "reference band (magnitude limit)"),
+        }
 
-    def predict(self, cubes: np.ndarray, band_ok: np.ndarray, ebv: np.ndarray, device, batch_size: int,
-                amp: bool) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, cubes: np.ndarray, band_ok: np.ndarray, ebv: np.ndarray, device, batch_size: int, amp: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Mean PDF and mean regression estimate of all models; the head runs in float32."""
         import torch
 

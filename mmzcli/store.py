@@ -103,8 +103,18 @@ def _compressor():
     return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
 
-def open_for_writing(path: Path, *, key: str, n: int, bands: list[str], size: int, image_name: str,
-                     columns: dict[str, np.ndarray], attrs: dict[str, Any], overwrite: bool):
+def open_for_writing(
+    path: Path,
+    *,
+    key: str,
+    n: int,
+    bands: list[str],
+    size: int,
+    image_name: str,
+    columns: dict[str, np.ndarray],
+    attrs: dict[str, Any],
+    overwrite: bool,
+):
     """Open (resume) or create the partial store of ``path``.
 
     ``columns`` are the 1-d per-object arrays known before any image is cut
@@ -118,31 +128,55 @@ def open_for_writing(path: Path, *, key: str, n: int, bands: list[str], size: in
         if existing == key:
             return zarr.open_group(str(partial), mode="r+")
         if existing is not None:
-            raise InputError(f"{partial}: an unfinished build from different inputs is in the way; "
-                             f"rerun with --overwrite to start afresh")
+            raise InputError(
+                f"{partial}: an unfinished build from different inputs is in the way; "
+                f"rerun with --overwrite to start afresh"
+            )
         # else: leftovers of a crash during creation, started again below
     with writing(partial):
         if partial.exists():
             shutil.rmtree(partial)
         group = zarr.open_group(str(partial), mode="w", zarr_format=3)
         nb = len(bands)
-        group.create_array(image_name, shape=(n, nb, size, size), dtype="float32",
-                           chunks=(CHUNK_ROWS, nb, size, size), compressors=_compressor(), fill_value=np.nan,
-                           config=WRITE_EVERY_CHUNK)
-        group.create_array("band_ok", shape=(n, nb), dtype="bool", chunks=(TABLE_CHUNK, nb), fill_value=False,
-                           config=WRITE_EVERY_CHUNK)
-        group.create_array("flags", shape=(n,), dtype="int32", chunks=(TABLE_CHUNK,), fill_value=0,
-                           config=WRITE_EVERY_CHUNK)
+        group.create_array(
+            image_name,
+            shape=(n, nb, size, size),
+            dtype="float32",
+            chunks=(CHUNK_ROWS, nb, size, size),
+            compressors=_compressor(),
+            fill_value=np.nan,
+            config=WRITE_EVERY_CHUNK,
+        )
+        group.create_array(
+            "band_ok", shape=(n, nb), dtype="bool", chunks=(TABLE_CHUNK, nb), fill_value=False, config=WRITE_EVERY_CHUNK
+        )
+        group.create_array(
+            "flags", shape=(n,), dtype="int32", chunks=(TABLE_CHUNK,), fill_value=0, config=WRITE_EVERY_CHUNK
+        )
         for name, values in columns.items():
-            array = group.create_array(name, shape=(n,), dtype=values.dtype, chunks=(TABLE_CHUNK,),
-                                       compressors=_compressor(), fill_value=_fill(values.dtype),
-                                       config=WRITE_EVERY_CHUNK)
+            array = group.create_array(
+                name,
+                shape=(n,),
+                dtype=values.dtype,
+                chunks=(TABLE_CHUNK,),
+                compressors=_compressor(),
+                fill_value=_fill(values.dtype),
+                config=WRITE_EVERY_CHUNK,
+            )
             array[:] = values
         # update_attributes writes zarr.json once; attrs.update would write it once per key, and a kill
         # between two of those writes leaves a partial store that contradicts itself
-        group.update_attributes({**attrs, "bands": list(bands), "cutout_size": size,
-                                 "schema_version": SCHEMA_VERSION, "inputs_key": key, "blocks_done": [],
-                                 "complete": False})
+        group.update_attributes(
+            {
+                **attrs,
+                "bands": list(bands),
+                "cutout_size": size,
+                "schema_version": SCHEMA_VERSION,
+                "inputs_key": key,
+                "blocks_done": [],
+                "complete": False,
+            }
+        )
     return group
 
 
@@ -167,8 +201,10 @@ def writing(where: Path) -> Iterator[None]:
             advice = f"make {parent} writable (or write the project elsewhere)"
         else:
             advice = "fix the cause"
-        raise InputError(f"{where}: cannot write this output store ({exc.strerror or exc}); {advice}, then run "
-                         f"the same command again: it resumes from the finished blocks") from None
+        raise InputError(
+            f"{where}: cannot write this output store ({exc.strerror or exc}); {advice}, then run "
+            f"the same command again: it resumes from the finished blocks"
+        ) from None
 
 
 def write_array(group, name: str, values: np.ndarray, selection: Any = slice(None)) -> None:
@@ -183,8 +219,15 @@ def _safe_attr(path: Path, name: str):
         return None
 
 
-def write_block(group, image_name: str, start: int, stamps: np.ndarray, band_ok: np.ndarray,
-                flags: np.ndarray, progress: dict[str, Any]) -> None:
+def write_block(
+    group,
+    image_name: str,
+    start: int,
+    stamps: np.ndarray,
+    band_ok: np.ndarray,
+    flags: np.ndarray,
+    progress: dict[str, Any],
+) -> None:
     """Write one block of rows, then record it (and the caller's running sums) as done."""
     stop = start + len(stamps)
     with writing(_store_path(group)):
@@ -195,16 +238,23 @@ def write_block(group, image_name: str, start: int, stamps: np.ndarray, band_ok:
         group.update_attributes({"blocks_done": done, **progress})  # one atomic write: see open_for_writing
 
 
-def finish(group, path: Path, final_arrays: dict[str, np.ndarray] | None = None,
-           attrs: dict[str, Any] | None = None) -> None:
+def finish(
+    group, path: Path, final_arrays: dict[str, np.ndarray] | None = None, attrs: dict[str, Any] | None = None
+) -> None:
     """Write the last arrays, mark complete and move the partial store into place."""
     partial = partial_path(path)
     with writing(partial):
         for name, values in (final_arrays or {}).items():
             parent, _, leaf = name.rpartition("/")
             where = group.require_group(parent) if parent else group
-            where.create_array(leaf, shape=values.shape, dtype=values.dtype, overwrite=True,
-                               fill_value=_fill(values.dtype), config=WRITE_EVERY_CHUNK)[...] = values
+            where.create_array(
+                leaf,
+                shape=values.shape,
+                dtype=values.dtype,
+                overwrite=True,
+                fill_value=_fill(values.dtype),
+                config=WRITE_EVERY_CHUNK,
+            )[...] = values
         arrays = sorted(name for name, node in group.members(max_depth=None) if hasattr(node, "shape"))
         group.update_attributes({**(attrs or {}), "arrays": arrays, "complete": True})
         if path.exists():
@@ -218,8 +268,9 @@ def open_store(path: Path):
 
     path = Path(path)
     if not path.exists():
-        hint = " (an unfinished build exists: run the same command again to resume)" \
-            if partial_path(path).exists() else ""
+        hint = (
+            " (an unfinished build exists: run the same command again to resume)" if partial_path(path).exists() else ""
+        )
         raise InputError(f"{path}: no such store{hint}")
     try:
         group = zarr.open_group(str(path), mode="r")
@@ -234,13 +285,15 @@ def open_store(path: Path):
             for key in map(array.array.metadata.encode_chunk_key, array.chunk_coords()):
                 problem = _chunk_file_problem(path / name / key)
                 if problem:
-                    raise InputError(f"{path}: array '{name}', chunk {name}/{key} {problem}: "
-                                     f"the store is damaged; {rebuild_hint(path)}")
+                    raise InputError(
+                        f"{path}: array '{name}', chunk {name}/{key} {problem}: "
+                        f"the store is damaged; {rebuild_hint(path)}"
+                    )
     return StoreReader(group)
 
 
 class StoreReader:
-    """A complete store opened for reading: ``reader[name]`` is a ``CheckedArray``, so every read names a damaged chunk."""
+    """A complete store opened for reading: ``reader[name]`` is a CheckedArray, so every read names a damaged chunk."""
 
     def __init__(self, group):
         self.group, self.attrs = group, group.attrs
@@ -319,8 +372,10 @@ class CheckedArray:
             return self.array.get_block_selection(coords)
         except DECODE_ERRORS as exc:
             key = self.array.metadata.encode_chunk_key(coords)
-            raise InputError(f"{self.store}: array '{self.name}', chunk {self.name}/{key} cannot be read ({exc}): "
-                             f"the store is damaged; {rebuild_hint(self.store)}") from None
+            raise InputError(
+                f"{self.store}: array '{self.name}', chunk {self.name}/{key} cannot be read ({exc}): "
+                f"the store is damaged; {rebuild_hint(self.store)}"
+            ) from None
 
     def chunk_coords(self) -> Iterator[tuple[int, ...]]:
         return itertools.product(*(range(n) for n in self.array.cdata_shape))
@@ -331,8 +386,9 @@ class CheckedArray:
             return iter([()])
         first = selection[0] if isinstance(selection, tuple) and selection else selection
         rows = np.atleast_1d(np.arange(self.shape[0])[first])
-        return itertools.product(*([int(c) for c in np.unique(rows // self.chunks[0])],
-                                   *(range(n) for n in self.array.cdata_shape[1:])))
+        return itertools.product(
+            *([int(c) for c in np.unique(rows // self.chunks[0])], *(range(n) for n in self.array.cdata_shape[1:]))
+        )
 
 
 def checked_array(group, name: str) -> CheckedArray:
@@ -344,8 +400,9 @@ def checked_array(group, name: str) -> CheckedArray:
         array = group[name]
     except (KeyError, ValueError, TypeError, OSError) as exc:
         problem = "is missing" if isinstance(exc, KeyError) else f"cannot be read ({exc})"
-        raise InputError(f"{store}: array '{name}', metadata {name}/zarr.json {problem}: the store is damaged; "
-                         f"{rebuild_hint(store)}") from None
+        raise InputError(
+            f"{store}: array '{name}', metadata {name}/zarr.json {problem}: the store is damaged; {rebuild_hint(store)}"
+        ) from None
     return CheckedArray(array, store, name)
 
 
@@ -366,8 +423,13 @@ def verify_store(path: Path, console=None) -> tuple[Any, dict[str, Any]]:
     group = open_store(path)  # the listing and every zarr.json
     names = array_names(path, group)
     arrays = [checked_array(group, name) for name in names]
-    report = {"arrays": len(arrays), "chunks": 0, "bytes": 0, "not_stored": 0,
-              "schema_version": group.attrs.get("schema_version", 1)}
+    report = {
+        "arrays": len(arrays),
+        "chunks": 0,
+        "bytes": 0,
+        "not_stored": 0,
+        "schema_version": group.attrs.get("schema_version", 1),
+    }
     with progress_bar(console) as bar:
         task = bar.add_task(f"verifying {path}", total=sum(a.array.nchunks for a in arrays))
         for array in arrays:
@@ -384,7 +446,9 @@ def verify_store(path: Path, console=None) -> tuple[Any, dict[str, Any]]:
         n = checked_array(group, "flags").shape[0]
         missing = sorted(set(range(0, n, BLOCK_ROWS)) - set(group.attrs["blocks_done"]))
         if missing:
-            raise InputError(f"{path}: rows {missing[0]}..{min(missing[0] + BLOCK_ROWS, n) - 1} were never "
-                             f"recorded as written ({len(missing)} such blocks): {rebuild_hint(path)}")
+            raise InputError(
+                f"{path}: rows {missing[0]}..{min(missing[0] + BLOCK_ROWS, n) - 1} were never "
+                f"recorded as written ({len(missing)} such blocks): {rebuild_hint(path)}"
+            )
         report["blocks"] = len(set(group.attrs["blocks_done"]))
     return group, report

@@ -18,7 +18,7 @@ import glob
 import math
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +77,9 @@ def index_tiles(paths: list[Path], profile) -> list[TileImage]:
                 warnings.simplefilter("ignore", AstropyUserWarning)
                 hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
             with hdul:
-                hdus = [(i, hdu.header) for i, hdu in enumerate(hdul)
-                        if hdu.is_image and hdu.header.get("NAXIS", 0) == 2]
+                hdus = [
+                    (i, hdu.header) for i, hdu in enumerate(hdul) if hdu.is_image and hdu.header.get("NAXIS", 0) == 2
+                ]
                 primary = hdul[0].header
                 size = os.path.getsize(path)
                 short = [i for i, _ in hdus if hdul[i].fileinfo()["datLoc"] + hdul[i].fileinfo()["datSpan"] > size]
@@ -87,8 +88,9 @@ def index_tiles(paths: list[Path], profile) -> list[TileImage]:
         if not hdus:
             raise InputError(f"{path}: no 2-d image HDU in this FITS file")
         if short:
-            raise InputError(f"{path}[{short[0]}]: the file is truncated ({size} bytes, shorter than its header "
-                             f"says); copy it again")
+            raise InputError(
+                f"{path}[{short[0]}]: the file is truncated ({size} bytes, shorter than its header says); copy it again"
+            )
         science = [(i, h) for i, h in hdus if str(h.get("EXTNAME", "")).upper() in SCIENCE_EXTNAMES]
         if len(hdus) > 1 and science:  # one band with mask/variance planes (HSC calexp, DES coadds)
             hdus = [(science[0][0], _with_primary_filter(science[0][1], primary))]
@@ -96,8 +98,7 @@ def index_tiles(paths: list[Path], profile) -> list[TileImage]:
         for i, header in hdus:
             band = _band_of(path, i, header, multi, profile)
             _check_wcs(path, i, header)
-            images.append(TileImage(str(path), i, band, (header["NAXIS2"], header["NAXIS1"]),
-                                    header.tostring()))
+            images.append(TileImage(str(path), i, band, (header["NAXIS2"], header["NAXIS1"]), header.tostring()))
     return images
 
 
@@ -115,14 +116,18 @@ def _band_of(path: Path, hdu: int, header, multi: bool, profile) -> str:
         band = profile.resolve_band(str(label))
         if band is None:
             key = "EXTNAME" if multi else "FILTER"
-            raise InputError(f"{where}: {key} = '{label}' is not a band of profile {profile.name} "
-                             f"({', '.join(profile.band_names)}); fix the header or add an alias to the profile")
+            raise InputError(
+                f"{where}: {key} = '{label}' is not a band of profile {profile.name} "
+                f"({', '.join(profile.band_names)}); fix the header or add an alias to the profile"
+            )
         return band
     band = profile.band_from_filename(path.name)
     if band is None:
         key = "EXTNAME" if multi else "FILTER"
-        raise InputError(f"{where}: cannot tell the band: no {key} keyword and the file name does not match "
-                         f"the profile's band_pattern ({profile.band_pattern}); add {key} = '<band>' to the header")
+        raise InputError(
+            f"{where}: cannot tell the band: no {key} keyword and the file name does not match "
+            f"the profile's band_pattern ({profile.band_pattern}); add {key} = '<band>' to the header"
+        )
     return band
 
 
@@ -138,19 +143,23 @@ def _check_wcs(path: Path, hdu: int, header) -> None:
     except Exception as exc:
         raise InputError(f"{path}[{hdu}]: unreadable WCS ({exc})") from None
     if not wcs.has_celestial or wcs.celestial.naxis != 2:
-        raise InputError(f"{path}[{hdu}]: no celestial WCS in the header (need CTYPE1/2 such as RA---TAN/DEC--TAN "
-                         f"with CRVAL, CRPIX and CD or CDELT); astrometrically calibrate the tile first")
+        raise InputError(
+            f"{path}[{hdu}]: no celestial WCS in the header (need CTYPE1/2 such as RA---TAN/DEC--TAN "
+            f"with CRVAL, CRPIX and CD or CDELT); astrometrically calibrate the tile first"
+        )
     from astropy.wcs.utils import wcs_to_celestial_frame
 
     try:
         wcs_to_celestial_frame(wcs.celestial)
     except ValueError:
-        raise InputError(f"{path}[{hdu}]: celestial frame of CTYPE {wcs.celestial.wcs.ctype[0]!r} "
-                         f"(RADESYS {wcs.celestial.wcs.radesys!r}) is not one astropy knows; give the tile an "
-                         f"ICRS, FK5, FK4, Galactic or ecliptic WCS") from None
+        raise InputError(
+            f"{path}[{hdu}]: celestial frame of CTYPE {wcs.celestial.wcs.ctype[0]!r} "
+            f"(RADESYS {wcs.celestial.wcs.radesys!r}) is not one astropy knows; give the tile an "
+            f"ICRS, FK5, FK4, Galactic or ecliptic WCS"
+        ) from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def tile_wcs(image: TileImage):
     import warnings
 
@@ -186,7 +195,7 @@ def background(image: TileImage) -> float:
     return float(median)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _frame(image: TileImage):
     """The tile's celestial frame when it is not ICRS (Galactic, FK5, ecliptic ...), else None."""
     from astropy.coordinates import ICRS
@@ -252,13 +261,12 @@ def _unit_vectors(ra, dec):
 def _within_footprint_circle(image: TileImage, xyz: np.ndarray) -> np.ndarray:
     """A cheap prefilter: sources within the circle through the tile's corners (plus 1%)."""
     ny, nx = image.shape
-    corners = np.array([[-0.5, -0.5], [nx - 0.5, -0.5], [-0.5, ny - 0.5], [nx - 0.5, ny - 0.5],
-                        [(nx - 1) / 2, (ny - 1) / 2]])
+    corners = np.array(
+        [[-0.5, -0.5], [nx - 0.5, -0.5], [-0.5, ny - 0.5], [nx - 0.5, ny - 0.5], [(nx - 1) / 2, (ny - 1) / 2]]
+    )
     ra, dec = pixel_to_sky(image, corners[:, 0], corners[:, 1])
     v = _unit_vectors(ra, dec)
     centre = v[4] / np.linalg.norm(v[4])
     cos_radius = np.min(v[:4] @ centre)
     radius = np.arccos(np.clip(cos_radius, -1, 1)) * 1.01 + 1e-9
     return xyz @ centre >= np.cos(radius)
-
-

@@ -51,6 +51,7 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- data
 
+
 def read_rows(array, rows: np.ndarray) -> np.ndarray:
     """``array[rows]`` for sorted ``rows``, read slab by slab of whole chunks (never all at once)."""
     out = np.empty((len(rows), *array.shape[1:]), array.dtype)
@@ -59,7 +60,7 @@ def read_rows(array, rows: np.ndarray) -> np.ndarray:
     while i < len(rows):
         lo = rows[i] // slab * slab
         j = int(np.searchsorted(rows, lo + slab))
-        out[i:j] = array[lo:lo + slab][rows[i:j] - lo]
+        out[i:j] = array[lo : lo + slab][rows[i:j] - lo]
         i = j
     return out
 
@@ -87,8 +88,9 @@ class CubeSource:
         out[order] = read_rows(self.array, rows[order])
         return out
 
-    def batches(self, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
-                shard: tuple[int, int] = (0, 1)):
+    def batches(
+        self, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None, shard: tuple[int, int] = (0, 1)
+    ):
         """(cubes, band_ok, ebv, z) batches over ``rows``: shuffled when ``rng`` is given.
 
         Streaming shuffles chunks, then rows within pools of ``stream_chunks``
@@ -102,15 +104,17 @@ class CubeSource:
         else:
             chunk = self.array.chunks[0]
             chunks = rng.permutation(np.unique(rows // chunk))
-            pools = [rows[np.isin(rows // chunk, chunks[g:g + self.stream_chunks])]
-                     for g in range(0, len(chunks), self.stream_chunks)]
+            pools = [
+                rows[np.isin(rows // chunk, chunks[g : g + self.stream_chunks])]
+                for g in range(0, len(chunks), self.stream_chunks)
+            ]
         for pool in pools:
             order = rng.permutation(pool) if rng is not None else pool
             loaded = None if self.in_memory else self.cubes_of(order)
             end = len(order) // step * step if rng is not None else len(order)
             for start in range(0, end, step):
-                part = order[start:start + step][rank::world]
-                cubes = self.cubes_of(part) if loaded is None else loaded[start:start + step][rank::world]
+                part = order[start : start + step][rank::world]
+                cubes = self.cubes_of(part) if loaded is None else loaded[start : start + step][rank::world]
                 yield cubes, self.band_ok[part], self.ebv[part], self.z[part]
 
 
@@ -121,6 +125,7 @@ def labelled_rows(group) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- augmentation
+
 
 def augment(x):
     """Random flips and 90-degree rotations, drawn per object on x's device (the torch RNG)."""
@@ -144,6 +149,7 @@ def _seed(*parts: int) -> int:
 
 
 # ----------------------------------------------------------------------------- one model
+
 
 def bin_index(z, grid):
     import torch
@@ -181,12 +187,27 @@ def _save(checkpoint: dict, path: Path) -> None:
 
 
 def _diverged(fold: int, seed: int, where: str, loss: float, lr: float) -> ConfigError:
-    return ConfigError(f"fold {fold} seed {seed} diverged at {where} (loss {loss:g}); lower --lr (now {lr:g}) "
-                       f"and give the run a new --name")
+    return ConfigError(
+        f"fold {fold} seed {seed} diverged at {where} (loss {loss:g}); lower --lr (now {lr:g}) "
+        f"and give the run a new --name"
+    )
 
 
-def train_one(source: CubeSource, train_rows, val_rows, model_config, config: TrainConfig, grid, norm,
-              fold: int, seed: int, run: RunDir, device, dist_info, report) -> dict:
+def train_one(
+    source: CubeSource,
+    train_rows,
+    val_rows,
+    model_config,
+    config: TrainConfig,
+    grid,
+    norm,
+    fold: int,
+    seed: int,
+    run: RunDir,
+    device,
+    dist_info,
+    report,
+) -> dict:
     """Train (or resume, or skip when finished) the model of one fold and seed. Returns its metrics."""
     import torch
 
@@ -216,8 +237,10 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
         try:
             state = load_checkpoint(state_path, kind=STATE_FORMAT)
         except CheckpointError:  # damaged or foreign: the state of a model is only a cache of its epochs
-            report.note(f"fold {fold} seed {seed}: {state_path.name} holds no usable training state; "
-                        f"training this model from its first epoch")
+            report.note(
+                f"fold {fold} seed {seed}: {state_path.name} holds no usable training state; "
+                f"training this model from its first epoch"
+            )
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -249,7 +272,7 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
             x, ok, ebv, z = to_device(batch, device, config.channels_last)
             x = augment(x)
 
-            def step(net):
+            def step(net, x=x, ok=ok, ebv=ebv, z=z):
                 with autocast(device, config.amp):
                     logits, z_reg = net(x, ebv, ok)
                 loss = loss_fn(logits.float(), z_reg.float(), z, bin_index(z, grid))
@@ -277,30 +300,55 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
             raise _diverged(fold, seed, f"epoch {epoch + 1}, in validation", val_loss, config.lr)
         z_phot = pdf.median(pdfs, grid.edges())
         scores = metrics.summary(z_phot, source.z[val_rows], report.threshold)
-        record = {"epoch": epoch, "train_loss": running / max(steps, 1), "val_loss": val_loss,
-                  "val_sigma_mad": scores["sigma_mad"], "val_eta": scores["eta"],
-                  "samples_per_s": seen / (time.perf_counter() - started)}
+        record = {
+            "epoch": epoch,
+            "train_loss": running / max(steps, 1),
+            "val_loss": val_loss,
+            "val_sigma_mad": scores["sigma_mad"],
+            "val_eta": scores["eta"],
+            "samples_per_s": seen / (time.perf_counter() - started),
+        }
         history.append(record)
         if val_loss < best["loss"]:
             best = {"loss": val_loss, "epoch": epoch}
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         report.end_epoch(record)
         if rank == 0:
-            _save(checkpoint_of(STATE_FORMAT, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "epoch": epoch, "best": best, "best_model": best_state,
-                                               "history": history}), state_path)
+            _save(
+                checkpoint_of(
+                    STATE_FORMAT,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "epoch": epoch,
+                        "best": best,
+                        "best_model": best_state,
+                        "history": history,
+                    },
+                ),
+                state_path,
+            )
         if distributed:
             torch.distributed.barrier()
 
     if best_state is None:  # never a finished model without weights
-        raise ConfigError(f"{state_path}: no epoch of fold {fold} seed {seed} reached a finite validation loss, so "
-                          f"there is no model to keep; remove the file, lower --lr (now {config.lr:g}) and give the "
-                          f"run a new --name")
-    result = {"fold": fold, "seed": seed, "best_epoch": best["epoch"], "val_loss": best["loss"],
-              **{k: v for k, v in history[best["epoch"]].items() if k.startswith("val_")}, "history": history}
+        raise ConfigError(
+            f"{state_path}: no epoch of fold {fold} seed {seed} reached a finite validation loss, so "
+            f"there is no model to keep; remove the file, lower --lr (now {config.lr:g}) and give the "
+            f"run a new --name"
+        )
+    result = {
+        "fold": fold,
+        "seed": seed,
+        "best_epoch": best["epoch"],
+        "val_loss": best["loss"],
+        **{k: v for k, v in history[best["epoch"]].items() if k.startswith("val_")},
+        "history": history,
+    }
     if rank == 0:
-        _save(checkpoint_of(MODEL_FORMAT, {"model": best_state, "config": asdict(model_config), "metrics": result}),
-              final)
+        _save(
+            checkpoint_of(MODEL_FORMAT, {"model": best_state, "config": asdict(model_config), "metrics": result}), final
+        )
         state_path.unlink(missing_ok=True)
     if distributed:
         torch.distributed.barrier()
@@ -308,6 +356,7 @@ def train_one(source: CubeSource, train_rows, val_rows, model_config, config: Tr
 
 
 # ----------------------------------------------------------------------------- reporting
+
 
 class Report:
     """Progress on the terminal (rich) and one line per epoch in the run's log; silent off rank 0."""
@@ -320,7 +369,9 @@ class Report:
         if self.console is not None and not self.console.quiet:
             from mmzcli.progress import progress_bar
 
-            self.progress = progress_bar(self.console, "loss {task.fields[loss]:.3f}  {task.fields[rate]:.0f} samples/s")
+            self.progress = progress_bar(
+                self.console, "loss {task.fields[loss]:.3f}  {task.fields[rate]:.0f} samples/s"
+            )
             self.progress.start()
         return self
 
@@ -340,9 +391,11 @@ class Report:
             self.progress.update(self.task, advance=1, loss=loss, rate=rate)
 
     def end_epoch(self, record):
-        line = (f"{self.where}: train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
-                f"sigma_MAD {record['val_sigma_mad']:.4f}  eta {record['val_eta']:.3f}  "
-                f"{record['samples_per_s']:.0f} samples/s")
+        line = (
+            f"{self.where}: train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
+            f"sigma_MAD {record['val_sigma_mad']:.4f}  eta {record['val_eta']:.3f}  "
+            f"{record['samples_per_s']:.0f} samples/s"
+        )
         self.log(line)
         if self.progress is not None:
             self.progress.console.print(line)
@@ -360,6 +413,7 @@ class Report:
 
 
 # ----------------------------------------------------------------------------- a run
+
 
 @dataclass
 class RunSpec:
@@ -395,15 +449,29 @@ def model_config(spec: RunSpec, profile):
     if spec.baseline:
         groups = (bands,)
     elif spec.modalities:
-        groups = add_modalities(parse_modalities(spec.modalities, bands), bands, all_band=spec.all_band_modality,
-                                single_band=spec.modality_dropout)
+        groups = add_modalities(
+            parse_modalities(spec.modalities, bands),
+            bands,
+            all_band=spec.all_band_modality,
+            single_band=spec.modality_dropout,
+        )
     else:
-        groups = modalities_from_profile(bands, spec.modality_size, spec.orders, all_band=spec.all_band_modality,
-                                         single_band=spec.modality_dropout)
+        groups = modalities_from_profile(
+            bands, spec.modality_size, spec.orders, all_band=spec.all_band_modality, single_band=spec.modality_dropout
+        )
     grid = profile.redshift_grid
-    return ModelConfig(bands=bands, modalities=groups, fusion=spec.fusion, fusion_type=spec.fusion_type,
-                       n_bins=grid.n_bins, z_min=grid.z_min, z_max=grid.z_max, width=spec.width,
-                       modality_dropout=spec.modality_dropout, norm=spec.norm)
+    return ModelConfig(
+        bands=bands,
+        modalities=groups,
+        fusion=spec.fusion,
+        fusion_type=spec.fusion_type,
+        n_bins=grid.n_bins,
+        z_min=grid.z_min,
+        z_max=grid.z_max,
+        width=spec.width,
+        modality_dropout=spec.modality_dropout,
+        norm=spec.norm,
+    )
 
 
 INFORMATIONAL = ("mmz_version", "store_path")  # recorded in config.yaml, never compared
@@ -417,6 +485,7 @@ def settings_difference(previous: dict, current: dict, prefix: str = "") -> tupl
     ``inputs_key``, so ``--project P`` and ``cd P; --project .`` are one run).  Runs that recorded the store's
     path as typed (before ``inputs_key``) are not compared on the store.
     """
+
     def show(value) -> str:
         if value is _MISSING:
             return "(none)"
@@ -438,16 +507,17 @@ def settings_difference(previous: dict, current: dict, prefix: str = "") -> tupl
 
 
 @releases_locks
-def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None, dry_run: bool = False,
-              console=None) -> dict:
+def train_run(
+    project: Path, profile, spec: RunSpec, *, name: str | None = None, dry_run: bool = False, console=None
+) -> dict:
     """``mmz train``: every fold x seed of one configuration, then the out-of-fold PDFs."""
     import torch
     import yaml
 
     from mmzcli import __version__, metrics, pdf
+    from mmzcli.atomic import atomic_write_text
     from mmzcli.model import PhotoZNet, count_parameters
     from mmzcli.runs import runs_dir
-    from mmzcli.atomic import atomic_write_text
     from mmzcli.store import cubes_path, open_store
 
     config = model_config(spec, profile)
@@ -461,8 +531,10 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
     store_path = cubes_path(project)
     group = open_store(store_path)
     if list(group.attrs["bands"]) != profile.band_names:
-        raise InputError(f"{store_path}: its bands ({', '.join(group.attrs['bands'])}) differ from profile "
-                         f"{profile.name}'s ({', '.join(profile.band_names)}); use the profile it was built with")
+        raise InputError(
+            f"{store_path}: its bands ({', '.join(group.attrs['bands'])}) differ from profile "
+            f"{profile.name}'s ({', '.join(profile.band_names)}); use the profile it was built with"
+        )
     rows = labelled_rows(group)
     if len(rows) == 0:
         raise InputError(f"{store_path}: no labelled object (usable Z_SPEC and image data); nothing to train on")
@@ -479,12 +551,19 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
     name = name or spec.default_name()
     run = RunDir(runs_dir(project) / name)
     run_dir = run.path
-    settings = {"mmz_version": __version__, "profile": profile.name,
-                "store": {"inputs_key": group.attrs.get("inputs_key")},  # what it holds, not how P was spelled
-                "store_path": str(store_path.resolve()),  # for information: not compared
-                "model": asdict(config), "run": {k: v for k, v in asdict(spec).items() if k != "train"},
-                "train": {k: v for k, v in asdict(spec.train).items()  # what changes the weights; folds may be
-                          if k in ("epochs", "batch_size", "lr", "seeds", "amp", "channels_last")}}  # run apart
+    settings = {
+        "mmz_version": __version__,
+        "profile": profile.name,
+        "store": {"inputs_key": group.attrs.get("inputs_key")},  # what it holds, not how P was spelled
+        "store_path": str(store_path.resolve()),  # for information: not compared
+        "model": asdict(config),
+        "run": {k: v for k, v in asdict(spec).items() if k != "train"},
+        "train": {
+            k: v
+            for k, v in asdict(spec.train).items()  # what changes the weights; folds may be
+            if k in ("epochs", "batch_size", "lr", "seeds", "amp", "channels_last")
+        },
+    }  # run apart
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as YAML reads them back
     if rank == 0:
         hold_run_lock(run_dir, spec.train.folds)  # one mmz train per fold of a run (torchrun: rank 0)
@@ -494,8 +573,10 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
             differs = settings_difference(run.settings(), settings)
             if differs is not None:
                 key, old, new = differs
-                raise ConfigError(f"{config_path}: run '{name}' exists with other settings ({key}: {old} there, "
-                                  f"{new} now); repeat its settings to continue it, or give these a new --name")
+                raise ConfigError(
+                    f"{config_path}: run '{name}' exists with other settings ({key}: {old} there, "
+                    f"{new} now); repeat its settings to continue it, or give these a new --name"
+                )
         else:
             atomic_write_text(config_path, yaml.safe_dump(settings, sort_keys=False))
         atomic_write_text(run.profile_path, yaml.safe_dump(profile.to_dict(), sort_keys=False))  # for predict
@@ -507,27 +588,44 @@ def train_run(project: Path, profile, spec: RunSpec, *, name: str | None = None,
     grid = profile.redshift_grid
     log_path = run.log_path if rank == 0 else None
     with Report(console if rank == 0 else None, log_path, profile.outlier_threshold) as report:
-        report.log(f"start: {len(rows)} labelled objects ({'in memory' if source.in_memory else 'streamed'}), "
-                   f"device {device}, world size {world}")
+        report.log(
+            f"start: {len(rows)} labelled objects ({'in memory' if source.in_memory else 'streamed'}), "
+            f"device {device}, world size {world}"
+        )
         for fold in spec.train.folds:
             train_rows, val_rows = rows[folds[rows] != fold], rows[folds[rows] == fold]
             for seed in range(spec.train.seeds):
-                train_one(source, train_rows, val_rows, config, spec.train, grid, norm, fold, seed,
-                          run, device, (rank, world, distributed), report)
+                train_one(
+                    source,
+                    train_rows,
+                    val_rows,
+                    config,
+                    spec.train,
+                    grid,
+                    norm,
+                    fold,
+                    seed,
+                    run,
+                    device,
+                    (rank, world, distributed),
+                    report,
+                )
 
     summary = {}
     if rank == 0:  # over every finished model of the run, also those trained by other commands (--fold K)
         done = run.finished_folds(group.attrs["n_folds"], spec.train.seeds)
-        summary["models"] = [load_checkpoint(run.model_path(k, r))["metrics"]
-                             for k in done for r in range(spec.train.seeds)]
+        summary["models"] = [
+            load_checkpoint(run.model_path(k, r))["metrics"] for k in done for r in range(spec.train.seeds)
+        ]
         oof = out_of_fold(run, source, rows, folds, done, spec, grid, group, device)
-        summary["oof"] = metrics.summary(pdf.median(oof["pdf"], grid.edges()), oof["z_spec"],
-                                         profile.outlier_threshold)
+        summary["oof"] = metrics.summary(pdf.median(oof["pdf"], grid.edges()), oof["z_spec"], profile.outlier_threshold)
         atomic_write_text(run.metrics_path, json.dumps(summary, indent=1))
         if console is not None:
             o = summary["oof"]
-            console.print(f"run {name}: {o['n']} out-of-fold objects, sigma_MAD {o['sigma_mad']:.4f}, "
-                          f"eta {o['eta']:.3f}, bias {o['bias']:+.4f} -> {run_dir}")
+            console.print(
+                f"run {name}: {o['n']} out-of-fold objects, sigma_MAD {o['sigma_mad']:.4f}, "
+                f"eta {o['eta']:.3f}, bias {o['bias']:+.4f} -> {run_dir}"
+            )
     if distributed:
         torch.distributed.barrier()
     return summary
@@ -547,10 +645,15 @@ def out_of_fold(run: RunDir, source: CubeSource, rows, folds, done, spec: RunSpe
             pdfs, regs = pdfs + p / spec.train.seeds, regs + r / spec.train.seeds
         parts.append((val_rows, pdfs, regs))
     order = np.concatenate([p[0] for p in parts])
-    oof = {"id": group["id"][:][order], "fold": folds[order], "z_spec": source.z[order],
-           "mag_ref": group["mag_ref"][:][order], "ebv": source.ebv[order],
-           "pdf": np.concatenate([p[1] for p in parts]).astype(np.float32),
-           "z_reg": np.concatenate([p[2] for p in parts]).astype(np.float32)}
+    oof = {
+        "id": group["id"][:][order],
+        "fold": folds[order],
+        "z_spec": source.z[order],
+        "mag_ref": group["mag_ref"][:][order],
+        "ebv": source.ebv[order],
+        "pdf": np.concatenate([p[1] for p in parts]).astype(np.float32),
+        "z_reg": np.concatenate([p[2] for p in parts]).astype(np.float32),
+    }
     with atomic_path(run.oof_path) as tmp:
         np.savez(tmp, **oof)
     return oof

@@ -116,8 +116,15 @@ class PopulationSampler:
     falling outside the window once their own SED is known are rejected.
     """
 
-    def __init__(self, grid: PhotometryGrid, ref_index: int, *, z_max: float = Z_MAX,
-                 lfs: dict | None = None, sed: SedParams | None = None):
+    def __init__(
+        self,
+        grid: PhotometryGrid,
+        ref_index: int,
+        *,
+        z_max: float = Z_MAX,
+        lfs: dict | None = None,
+        sed: SedParams | None = None,
+    ):
         from astropy.cosmology import Planck18
 
         self.grid, self.ref, self.lfs = grid, ref_index, lfs or LUMINOSITY_FUNCTIONS
@@ -132,8 +139,7 @@ class PopulationSampler:
         e = np.full(self.z.size, 0.0 if kind == "red" else 0.12)
         return -2.5 * np.log10(self.grid.relative_fluxes(t, self.z, e)[:, self.ref])
 
-    def density(self, kind: str, m_bright: float, m_faint: float,
-                margin: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    def density(self, kind: str, m_bright: float, m_faint: float, margin: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
         """dN/dz per deg^2 on the z grid and the M window, for one galaxy kind."""
         dm = distance_modulus(self.z) + self._typical_kcorr(kind)
         lo, hi = m_bright - dm - margin, m_faint - dm + margin
@@ -143,8 +149,9 @@ class PopulationSampler:
         phi = np.where((self.m[None, :] >= lo[:, None]) & (self.m[None, :] <= hi[:, None]), phi, 0.0)
         return phi, phi.sum(axis=1) * 0.05 * self.dvdz_deg2
 
-    def draw(self, rng: np.random.Generator, n: int, m_bright: float, m_faint: float,
-             z_max: float | None = None) -> tuple[Galaxies, float]:
+    def draw(
+        self, rng: np.random.Generator, n: int, m_bright: float, m_faint: float, z_max: float | None = None
+    ) -> tuple[Galaxies, float]:
         """``n`` galaxies in the window (dereddened reference magnitude), and their number per deg^2."""
         parts, total_density = [], 0.0
         zcut = self.z <= (z_max if z_max is not None else self.z[-1])
@@ -178,8 +185,8 @@ class PopulationSampler:
         u = rng.uniform(0, 1, n)
         im = np.empty(n, dtype=int)
         for start in range(0, n, 4096):  # inverse CDF of M at each z, in blocks to bound memory
-            mcdf = np.cumsum(phi[iz[start:start + 4096]], axis=1)
-            im[start:start + 4096] = (mcdf < (u[start:start + 4096] * mcdf[:, -1])[:, None]).sum(axis=1)
+            mcdf = np.cumsum(phi[iz[start : start + 4096]], axis=1)
+            im[start : start + 4096] = (mcdf < (u[start : start + 4096] * mcdf[:, -1])[:, None]).sum(axis=1)
         abs_mag = self.m[np.clip(im, 0, self.m.size - 1)] + rng.uniform(-0.025, 0.025, n)
         return self._attributes(rng, kind, z, abs_mag)
 
@@ -192,8 +199,9 @@ class PopulationSampler:
         young = np.minimum(z, Z_EVOLUTION_STOP)  # younger stellar populations at higher z
         if kind == "red":
             bt = rng.uniform(0.55, 0.95, n)
-            t_bulge = np.clip(p.red_t0 + p.red_t_slope * dl + p.red_t_evolution * young
-                              + rng.normal(0, p.red_t_scatter, n), 0, 1.2)
+            t_bulge = np.clip(
+                p.red_t0 + p.red_t_slope * dl + p.red_t_evolution * young + rng.normal(0, p.red_t_scatter, n), 0, 1.2
+            )
             t_disk = np.clip(p.red_disk_t + rng.normal(0, 0.1, n), 0.2, 1.2)  # an S0's old disk
             ebv_b = np.abs(rng.normal(0, 0.02, n))
             ebv_d = np.abs(rng.normal(0, p.red_dust, n))
@@ -201,21 +209,35 @@ class PopulationSampler:
         else:
             bt = np.clip(rng.beta(1.2, 4.0, n) * 0.8, 0, 0.6)
             t_bulge = np.clip(0.4 + rng.normal(0, 0.15, n), 0, 1.2)
-            t_disk = np.clip(p.blue_t0 + p.blue_t_slope * dl + p.blue_t_evolution * young
-                             + rng.normal(0, p.blue_t_scatter, n), 1.0, p.blue_t_max)
+            t_disk = np.clip(
+                p.blue_t0 + p.blue_t_slope * dl + p.blue_t_evolution * young + rng.normal(0, p.blue_t_scatter, n),
+                1.0,
+                p.blue_t_max,
+            )
             ebv_b = np.abs(rng.normal(0, 0.03, n))
-            ebv_d = np.clip(rng.normal(p.blue_dust - p.blue_dust_slope * dl, p.blue_dust_scatter, n),
-                            0, 0.6)
+            ebv_d = np.clip(rng.normal(p.blue_dust - p.blue_dust_slope * dl, p.blue_dust_scatter, n), 0, 0.6)
             # a recent burst on top of the smooth history: emission lines and UV vary independently
             burst = np.clip(rng.exponential(p.burst_mean, n), 0, 0.5)
         r_bulge, r_disk = _sizes(rng, kind, abs_mag, z, self.lfs)
         inclination = np.arccos(rng.uniform(0, 1, n))
-        q_disk = np.sqrt(np.cos(inclination) ** 2 * (1 - 0.2 ** 2) + 0.2 ** 2)
+        q_disk = np.sqrt(np.cos(inclination) ** 2 * (1 - 0.2**2) + 0.2**2)
         q_bulge = np.clip(rng.normal(0.75, 0.15, n), 0.4, 1.0)
-        return Galaxies(kind=np.full(n, Kind.RED if kind == "red" else Kind.BLUE, dtype=np.int16), z=z,
-                        abs_mag=abs_mag, bulge_frac=bt, t_bulge=t_bulge, t_disk=t_disk, burst=burst,
-                        ebv_bulge=ebv_b, ebv_disk=ebv_d, r_bulge=r_bulge, r_disk=r_disk, q_bulge=q_bulge, q_disk=q_disk,
-                        angle=rng.uniform(0, np.pi, n))
+        return Galaxies(
+            kind=np.full(n, Kind.RED if kind == "red" else Kind.BLUE, dtype=np.int16),
+            z=z,
+            abs_mag=abs_mag,
+            bulge_frac=bt,
+            t_bulge=t_bulge,
+            t_disk=t_disk,
+            burst=burst,
+            ebv_bulge=ebv_b,
+            ebv_disk=ebv_d,
+            r_bulge=r_bulge,
+            r_disk=r_disk,
+            q_bulge=q_bulge,
+            q_disk=q_disk,
+            angle=rng.uniform(0, np.pi, n),
+        )
 
 
 def _sizes(rng, kind: str, abs_mag, z, lfs) -> tuple[np.ndarray, np.ndarray]:
@@ -224,12 +246,16 @@ def _sizes(rng, kind: str, abs_mag, z, lfs) -> tuple[np.ndarray, np.ndarray]:
     m0 = abs_mag - (m_star - lfs[kind]["m_star"])  # the same L/L* today
     if kind == "red":
         log_r = -0.4 * 0.65 * m0 - 5.06 + rng.normal(0, 0.13, z.size)  # early types
-        r_total = 10 ** log_r * (1 + z) ** -1.1
+        r_total = 10**log_r * (1 + z) ** -1.1
         r_bulge, r_disk = r_total * 0.8, r_total * 1.6
     else:
-        log_r = (-0.4 * 0.21 * m0 + (0.53 - 0.21) * np.log10(1 + 10 ** (-0.4 * (m0 + 20.52))) - 1.31
-                 + rng.normal(0, 0.17, z.size))
-        r_disk = 10 ** log_r * (1 + z) ** -0.75
+        log_r = (
+            -0.4 * 0.21 * m0
+            + (0.53 - 0.21) * np.log10(1 + 10 ** (-0.4 * (m0 + 20.52)))
+            - 1.31
+            + rng.normal(0, 0.17, z.size)
+        )
+        r_disk = 10**log_r * (1 + z) ** -0.75
         r_bulge = 0.25 * r_disk
     scale = kpc_per_arcsec(z)
     return np.clip(r_bulge / scale, 0.03, 20), np.clip(r_disk / scale, 0.05, 30)
@@ -240,8 +266,9 @@ def _sizes(rng, kind: str, abs_mag, z, lfs) -> tuple[np.ndarray, np.ndarray]:
 STAR_TEMPERATURES = np.linspace(3000.0, 9000.0, 61)
 
 
-def star_fluxes(filters: tuple[str, ...], temperature: np.ndarray, ref_index: int, ref_mag: np.ndarray,
-                ebv_mw: np.ndarray) -> np.ndarray:
+def star_fluxes(
+    filters: tuple[str, ...], temperature: np.ndarray, ref_index: int, ref_mag: np.ndarray, ebv_mw: np.ndarray
+) -> np.ndarray:
     """AB maggies [N, B] of black-body stars normalised to ``ref_mag`` (observed, reddened)."""
     import extinction
 
@@ -250,16 +277,18 @@ def star_fluxes(filters: tuple[str, ...], temperature: np.ndarray, ref_index: in
     wave = np.geomspace(1000, 60000, 3000)
     planck = 1 / wave[None, :] ** 5 / np.expm1(1.4388e8 / (wave[None, :] * STAR_TEMPERATURES[:, None]))
     table = np.stack([ab_flux(wave, planck, f) for f in filters], axis=1)  # [T, B]
-    table = table / table[:, ref_index:ref_index + 1]
-    r_eff = np.array([extinction.fitzpatrick99(np.array([load_filter(f)[0].mean()]), R_V_MW, R_V_MW)[0]
-                      for f in filters])
+    table = table / table[:, ref_index : ref_index + 1]
+    r_eff = np.array(
+        [extinction.fitzpatrick99(np.array([load_filter(f)[0].mean()]), R_V_MW, R_V_MW)[0] for f in filters]
+    )
     colours = np.stack([np.interp(temperature, STAR_TEMPERATURES, table[:, b]) for b in range(len(filters))], 1)
     reddening = 10 ** (-0.4 * (r_eff[None, :] - r_eff[ref_index]) * SFD_SCALE * ebv_mw[:, None])
     return 10 ** (-0.4 * ref_mag)[:, None] * colours * reddening
 
 
-def draw_stars(rng: np.random.Generator, n: int, m_bright: float, m_faint: float,
-               slope: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+def draw_stars(
+    rng: np.random.Generator, n: int, m_bright: float, m_faint: float, slope: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
     """Magnitudes (dN/dm ∝ 10^(slope m)) and temperatures of ``n`` field stars."""
     u = rng.uniform(0, 1, n)
     a, b = 10 ** (slope * m_bright), 10 ** (slope * m_faint)

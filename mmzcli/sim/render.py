@@ -84,8 +84,8 @@ class BandImaging:
         neff = psf_neff(self.fwhm, scale, self.beta)
         f5 = 10 ** (0.4 * (self.zeropoint - self.depth))
         sigma = f5 / (5 * np.sqrt(neff))
-        sky = 10 ** (0.4 * (self.zeropoint - self.sky_mag)) * scale ** 2
-        return sigma, sky / sigma ** 2, neff
+        sky = 10 ** (0.4 * (self.zeropoint - self.sky_mag)) * scale**2
+        return sigma, sky / sigma**2, neff
 
 
 def psf_neff(fwhm: float, scale: float, beta: float = MOFFAT_BETA) -> float:
@@ -94,7 +94,7 @@ def psf_neff(fwhm: float, scale: float, beta: float = MOFFAT_BETA) -> float:
     psf = galsim.Moffat(beta=beta, fwhm=fwhm)
     n = int(2 * np.ceil(4 * fwhm / scale)) + 17
     img = psf.drawImage(nx=n, ny=n, scale=scale).array
-    return float(1.0 / np.sum(img ** 2))
+    return float(1.0 / np.sum(img**2))
 
 
 @dataclass
@@ -155,12 +155,12 @@ def render_tile(task: TileTask) -> tuple[str, int]:
         stamp = stamps.setdefault(n, galsim.ImageD(n, n, wcs=wcs, xmin=0, ymin=0))
         # with use_true_center=False the profile sits on pixel (n//2, n//2) plus the offset
         obj.drawImage(stamp, offset=(task.x[i] - ix, task.y[i] - iy), use_true_center=False)
-        image[ya:yb, xa:xb] += stamp.array[ya - y0:yb - y0, xa - x0:xb - x0]
+        image[ya:yb, xa:xb] += stamp.array[ya - y0 : yb - y0, xa - x0 : xb - x0]
         drawn += 1
     sigma, gain, _ = task.band.noise(scale)
     rng = np.random.default_rng(task.seed)
     signal = image
-    noisy = signal + rng.standard_normal(signal.shape) * np.sqrt(sigma ** 2 + np.clip(signal, 0, None) / gain)
+    noisy = signal + rng.standard_normal(signal.shape) * np.sqrt(sigma**2 + np.clip(signal, 0, None) / gain)
     write_image(task.path, noisy.astype(np.float32), task.grid, {**task.header, "GAIN": (gain, "e-/ADU, effective")})
     return task.path.name, drawn
 
@@ -184,11 +184,15 @@ def _profile(task: TileTask, i: int, psf, gsp):
         return galsim.Convolve(gal.shear(q=float(task.q_disk[i]), beta=beta), psf, gsparams=gsp), rd
     parts = []
     if fb > 0:
-        parts.append(galsim.DeVaucouleurs(half_light_radius=rb, flux=fb, trunc=8 * rb, gsparams=gsp)
-                     .shear(q=float(task.q_bulge[i]), beta=beta))
+        parts.append(
+            galsim.DeVaucouleurs(half_light_radius=rb, flux=fb, trunc=8 * rb, gsparams=gsp).shear(
+                q=float(task.q_bulge[i]), beta=beta
+            )
+        )
     if fd > 0:
-        parts.append(galsim.Exponential(half_light_radius=rd, flux=fd, gsparams=gsp)
-                     .shear(q=float(task.q_disk[i]), beta=beta))
+        parts.append(
+            galsim.Exponential(half_light_radius=rd, flux=fd, gsparams=gsp).shear(q=float(task.q_disk[i]), beta=beta)
+        )
     if not parts:
         return None, 0.0
     gal = galsim.Add(parts) if len(parts) > 1 else parts[0]

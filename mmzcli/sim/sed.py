@@ -101,7 +101,7 @@ def internal_attenuation(wave_rest: np.ndarray) -> np.ndarray:
     lam = np.clip(wave.ravel(), LYMAN_LIMIT, 22000.0)
     k = extinction.calzetti00(np.maximum(lam, 1500.0), R_V_CALZETTI, R_V_CALZETTI)
     x = 1e4 / lam  # inverse microns
-    far_uv = 5.472 + 0.671 * x - 9.218e-3 * x ** 2 + 2.620e-3 * x ** 3
+    far_uv = 5.472 + 0.671 * x - 9.218e-3 * x**2 + 2.620e-3 * x**3
     return np.where(lam < 1500.0, far_uv, k).reshape(wave.shape)
 
 
@@ -118,21 +118,30 @@ def igm_transmission(wave_obs: np.ndarray, z: float | np.ndarray) -> np.ndarray:
     tau = np.zeros(lam.shape)
     for lam_j, a1, a2, a3, d1, d2 in _IGM_COEFF:  # Lyman series, eqs. 21-22
         x = lam / lam_j
-        laf = np.where(x < 2.2, a1 * x ** 1.2, np.where(x < 5.7, a2 * x ** 3.7, a3 * x ** 5.5))
-        dla = np.where(x < 3.0, d1 * x ** 2, d2 * x ** 3)
+        laf = np.where(x < 2.2, a1 * x**1.2, np.where(x < 5.7, a2 * x**3.7, a3 * x**5.5))
+        dla = np.where(x < 3.0, d1 * x**2, d2 * x**3)
         tau += np.where((x > 1) & (x < zp), laf + dla, 0.0)
     x = lam / LYMAN_LIMIT  # Lyman continuum, eqs. 25-29
-    laf_low = 0.325 * (x ** 1.2 - zp ** -0.9 * x ** 2.1)
-    laf_mid = np.where(x < 2.2, 2.55e-2 * zp ** 1.6 * x ** 2.1 + 0.325 * x ** 1.2 - 0.250 * x ** 2.1,
-                       2.55e-2 * (zp ** 1.6 * x ** 2.1 - x ** 3.7))
-    laf_high = np.where(x < 2.2, 5.22e-4 * zp ** 3.4 * x ** 2.1 + 0.325 * x ** 1.2 - 3.14e-2 * x ** 2.1,
-                        np.where(x < 5.7, 5.22e-4 * zp ** 3.4 * x ** 2.1 + 0.218 * x ** 2.1 - 2.55e-2 * x ** 3.7,
-                                 5.22e-4 * (zp ** 3.4 * x ** 2.1 - x ** 5.5)))
+    laf_low = 0.325 * (x**1.2 - zp**-0.9 * x**2.1)
+    laf_mid = np.where(
+        x < 2.2, 2.55e-2 * zp**1.6 * x**2.1 + 0.325 * x**1.2 - 0.250 * x**2.1, 2.55e-2 * (zp**1.6 * x**2.1 - x**3.7)
+    )
+    laf_high = np.where(
+        x < 2.2,
+        5.22e-4 * zp**3.4 * x**2.1 + 0.325 * x**1.2 - 3.14e-2 * x**2.1,
+        np.where(
+            x < 5.7,
+            5.22e-4 * zp**3.4 * x**2.1 + 0.218 * x**2.1 - 2.55e-2 * x**3.7,
+            5.22e-4 * (zp**3.4 * x**2.1 - x**5.5),
+        ),
+    )
     laf = np.where(zp < 2.2, laf_low, np.where(zp < 5.7, laf_mid, laf_high))
-    dla_low = 0.211 * zp ** 2 - 7.66e-2 * zp ** 2.3 * x ** -0.3 - 0.135 * x ** 2
-    dla_high = np.where(x < 3.0, 0.634 + 4.70e-2 * zp ** 3 - 1.78e-2 * zp ** 3.3 * x ** -0.3
-                        - 0.135 * x ** 2 - 0.291 * x ** -0.3,
-                        4.70e-2 * zp ** 3 - 1.78e-2 * zp ** 3.3 * x ** -0.3 - 2.92e-2 * x ** 3)
+    dla_low = 0.211 * zp**2 - 7.66e-2 * zp**2.3 * x**-0.3 - 0.135 * x**2
+    dla_high = np.where(
+        x < 3.0,
+        0.634 + 4.70e-2 * zp**3 - 1.78e-2 * zp**3.3 * x**-0.3 - 0.135 * x**2 - 0.291 * x**-0.3,
+        4.70e-2 * zp**3 - 1.78e-2 * zp**3.3 * x**-0.3 - 2.92e-2 * x**3,
+    )
     dla = np.where(zp < 3.0, dla_low, dla_high)
     tau += np.where(x < zp, np.clip(laf, 0, None) + np.clip(dla, 0, None), 0.0)
     out = np.ones(lam_all.shape)
@@ -144,6 +153,7 @@ _IGM_COEFF = np.array(_INOUE14.split(), dtype=float).reshape(-1, 6)
 
 
 # ----------------------------------------------------------------------------- data files
+
 
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
@@ -209,7 +219,7 @@ def filter_curve(filter_id: str) -> tuple[np.ndarray, np.ndarray]:
     3930
     """
     if filter_id.startswith(SPECLITE):
-        name = filter_id[len(SPECLITE):]
+        name = filter_id[len(SPECLITE) :]
         if importlib.util.find_spec("speclite") is None:
             raise ConfigError(f"filter curve '{filter_id}' needs the package 'speclite': pip install 'mmz[sim]'")
         import speclite.filters
@@ -224,8 +234,10 @@ def filter_curve(filter_id: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         flt = Filter(filter_id)
     except (ValueError, OSError) as exc:  # sedpy: ValueError (0.4), a file error in older versions
-        raise ConfigError(f"unknown filter curve '{filter_id}' (astro-sedpy has none by that name: {exc}); "
-                          f"a speclite curve is written '{SPECLITE}<group>-<band>'") from None
+        raise ConfigError(
+            f"unknown filter curve '{filter_id}' (astro-sedpy has none by that name: {exc}); "
+            f"a speclite curve is written '{SPECLITE}<group>-<band>'"
+        ) from None
     return np.asarray(flt.wavelength, float), np.asarray(flt.transmission, float)
 
 
@@ -245,13 +257,18 @@ def ab_flux(wave: np.ndarray, f_lambda: np.ndarray, filter_id: str) -> np.ndarra
     ``f_lambda`` may carry leading axes; the last is wavelength.
     """
     fw, ft = load_filter(filter_id)
-    f = np.interp(fw, wave, f_lambda) if f_lambda.ndim == 1 else \
-        np.stack([np.interp(fw, wave, row) for row in f_lambda.reshape(-1, wave.size)]).reshape(
-            f_lambda.shape[:-1] + fw.shape)
+    f = (
+        np.interp(fw, wave, f_lambda)
+        if f_lambda.ndim == 1
+        else np.stack([np.interp(fw, wave, row) for row in f_lambda.reshape(-1, wave.size)]).reshape(
+            f_lambda.shape[:-1] + fw.shape
+        )
+    )
     return np.trapezoid(f * fw * ft, fw, axis=-1) / np.trapezoid(ft / fw, fw)
 
 
 # ----------------------------------------------------------------------------- the grid
+
 
 @dataclass
 class PhotometryGrid:
@@ -270,8 +287,9 @@ class PhotometryGrid:
     mw: np.ndarray  # [K, nz, B]
 
     @classmethod
-    def build(cls, filters: tuple[str, ...], z_max: float = 6.0, dz: float = 0.005,
-              lyc_escape: float = LYC_ESCAPE) -> PhotometryGrid:
+    def build(
+        cls, filters: tuple[str, ...], z_max: float = 6.0, dz: float = 0.005, lyc_escape: float = LYC_ESCAPE
+    ) -> PhotometryGrid:
         import extinction
 
         wave, templates = load_templates(lyc_escape)
@@ -292,7 +310,7 @@ class PhotometryGrid:
             igm = igm_transmission(fw, z)  # [nz, nfw]
             for k in range(len(templates)):
                 # observed f_nu at the filter's wavelengths, up to the constant shared with rest_ref
-                f_nu = np.interp(rest, wave, templates[k]) * igm * rest ** 2 * weight
+                f_nu = np.interp(rest, wave, templates[k]) * igm * rest**2 * weight
                 obs = np.einsum("zl,ezl->ze", f_nu, att)
                 kcorr[k, :, :, b] = -2.5 * np.log10(np.clip((1 + z)[:, None] * obs / rest_ref[k], 1e-30, None))
                 plain = np.clip(f_nu.sum(axis=1), 1e-300, None)
@@ -306,8 +324,9 @@ class PhotometryGrid:
         i = pos.astype(int)
         return i, pos - i
 
-    def relative_fluxes(self, template: np.ndarray, z: np.ndarray, ebv: np.ndarray,
-                        ebv_mw: np.ndarray | None = None) -> np.ndarray:
+    def relative_fluxes(
+        self, template: np.ndarray, z: np.ndarray, ebv: np.ndarray, ebv_mw: np.ndarray | None = None
+    ) -> np.ndarray:
         """Observed flux per band for 1 unit of rest-frame r light, [N, B] (10^(-0.4 kcorr)).
 
         ``template`` is a continuous index along TEMPLATES: 1.3 mixes 70% Sbc and 30% Scd
@@ -321,8 +340,12 @@ class PhotometryGrid:
         fz, fe = fz[:, None], fe[:, None]
         out = 0.0
         for k, w in ((k0, 1 - a), (k0 + 1, a)):
-            kc = ((1 - fz) * (1 - fe) * self.kcorr[k, iz, ie] + fz * (1 - fe) * self.kcorr[k, iz + 1, ie]
-                  + (1 - fz) * fe * self.kcorr[k, iz, ie + 1] + fz * fe * self.kcorr[k, iz + 1, ie + 1])
+            kc = (
+                (1 - fz) * (1 - fe) * self.kcorr[k, iz, ie]
+                + fz * (1 - fe) * self.kcorr[k, iz + 1, ie]
+                + (1 - fz) * fe * self.kcorr[k, iz, ie + 1]
+                + fz * fe * self.kcorr[k, iz + 1, ie + 1]
+            )
             flux = 10 ** (-0.4 * kc)
             if ebv_mw is not None:
                 r_eff = (1 - fz) * self.mw[k, iz] + fz * self.mw[k, iz + 1]

@@ -129,17 +129,27 @@ class SimSettings:
         fractions = s["spec"]["mag_fractions"]
         s["spec"]["mag_fractions"] = None if fractions is None else tuple((float(m), float(f)) for m, f in fractions)
         s["imaging"]["sky"] = {band: float(mag) for band, mag in s["imaging"]["sky"].items()}
-        return cls(**{name: _build(kind, s[name]) for name, kind in _SECTIONS.items()},
-                   grids=tuple(_build(GridSettings, {"pixel_scale": profile.pixel_scale, **grid,
-                                                     "bands": tuple(grid["bands"])}) for grid in s["grids"]),
-                   sed=_build(SedParams, s["sed"]))
+        return cls(
+            **{name: _build(kind, s[name]) for name, kind in _SECTIONS.items()},
+            grids=tuple(
+                _build(GridSettings, {"pixel_scale": profile.pixel_scale, **grid, "bands": tuple(grid["bands"])})
+                for grid in s["grids"]
+            ),
+            sed=_build(SedParams, s["sed"]),
+        )
 
 
 # the sections whose keys are the fields of one dataclass, merged key by key over its defaults;
 # ``grids`` (a list) and ``sed`` (overrides of SedParams) are given whole
-_SECTIONS: dict[str, type] = {"field": FieldSettings, "spec": SpecSettings, "neighbours": NeighbourSettings,
-                              "stars": StarSettings, "ebv": EbvSettings, "layout": LayoutSettings,
-                              "imaging": ImagingSettings}
+_SECTIONS: dict[str, type] = {
+    "field": FieldSettings,
+    "spec": SpecSettings,
+    "neighbours": NeighbourSettings,
+    "stars": StarSettings,
+    "ebv": EbvSettings,
+    "layout": LayoutSettings,
+    "imaging": ImagingSettings,
+}
 
 
 def _defaults(kind: type) -> dict[str, Any]:
@@ -194,17 +204,23 @@ def _check(s: dict[str, Any], profile: Profile, where: str) -> None:
             raise ConfigError(f"{where}.sed: unknown key '{key}' (allowed: {', '.join(sed_keys)})")
     fractions = s["spec"]["mag_fractions"]
     if fractions is not None:
-        ok = isinstance(fractions, list) and all(isinstance(f, list) and len(f) == 2 and all(map(_is_number, f))
-                                                 for f in fractions)
+        ok = isinstance(fractions, list) and all(
+            isinstance(f, list) and len(f) == 2 and all(map(_is_number, f)) for f in fractions
+        )
         if not ok or abs(sum(f[1] for f in fractions) - 1) > 0.01:
-            raise ConfigError(f"{where}.spec.mag_fractions: expected [[upper mag, fraction], ...] "
-                              f"with fractions summing to 1, got {fractions!r}")
+            raise ConfigError(
+                f"{where}.spec.mag_fractions: expected [[upper mag, fraction], ...] "
+                f"with fractions summing to 1, got {fractions!r}"
+            )
     names = set(profile.band_names)
     if not isinstance(s["grids"], list):
         raise ConfigError(f"{where}.grids: expected a list of mappings of bands, pixel_scale, rotation, coverage")
     for i, grid in enumerate(s["grids"]):
-        if (not isinstance(grid, dict) or set(grid) - {"bands", "pixel_scale", "rotation", "coverage"}
-                or not isinstance(grid.get("bands"), list)):
+        if (
+            not isinstance(grid, dict)
+            or set(grid) - {"bands", "pixel_scale", "rotation", "coverage"}
+            or not isinstance(grid.get("bands"), list)
+        ):
             raise ConfigError(f"{where}.grids[{i}]: expected a mapping of bands, pixel_scale, rotation, coverage")
         unknown = set(grid["bands"]) - names
         if unknown:
@@ -212,8 +228,12 @@ def _check(s: dict[str, Any], profile: Profile, where: str) -> None:
     for band in s["imaging"]["sky"]:
         if band not in names:
             raise ConfigError(f"{where}.imaging.sky: no band '{band}' in the profile")
-    numbers = [(f"{section}.{key}", value) for section in _SECTIONS
-               for key, value in s[section].items() if key not in ("mag_fractions", "sky")]
+    numbers = [
+        (f"{section}.{key}", value)
+        for section in _SECTIONS
+        for key, value in s[section].items()
+        if key not in ("mag_fractions", "sky")
+    ]
     numbers += [(f"sed.{k}", v) for k, v in s["sed"].items()]
     numbers += [(f"imaging.sky.{k}", v) for k, v in s["imaging"]["sky"].items()]
     numbers += [(f"grids[{i}].{k}", v) for i, g in enumerate(s["grids"]) for k, v in g.items() if k != "bands"]

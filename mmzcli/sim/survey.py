@@ -47,8 +47,17 @@ if TYPE_CHECKING:
 
 # Dark-sky brightness, AB mag/arcsec^2, by wavelength [Å] (Mauna Kea/Paranal-like); only the
 # Poisson noise of bright objects depends on it.
-_SKY = ((3550, 22.4), (4700, 22.0), (6200, 21.1), (7500, 20.2), (8900, 19.3), (10000, 18.3),
-        (12500, 16.8), (16500, 15.3), (21500, 15.1))
+_SKY = (
+    (3550, 22.4),
+    (4700, 22.0),
+    (6200, 21.1),
+    (7500, 20.2),
+    (8900, 19.3),
+    (10000, 18.3),
+    (12500, 16.8),
+    (16500, 15.3),
+    (21500, 15.1),
+)
 SIMPLE_SNR = 50.0  # neighbours fainter than this (PSF S/N, reference band) are drawn as one component
 TRUTH_NAME, SPECZ_NAME, TILES_DIR = "truth.fits", "specz.fits", "tiles"
 
@@ -80,23 +89,37 @@ def _imaging(profile: Profile, settings: SimSettings) -> list[BandImaging]:
 
     imaging = settings.imaging
     waves, mags = zip(*_SKY)
-    return [BandImaging(name=b.name, fwhm=b.psf_fwhm, zeropoint=b.zeropoint, depth=b.depth,
-                        sky_mag=float(imaging.sky.get(b.name, np.interp(b.wavelength, waves, mags))),
-                        exptime=imaging.exptime, beta=imaging.moffat_beta)
-            for b in profile.bands]
+    return [
+        BandImaging(
+            name=b.name,
+            fwhm=b.psf_fwhm,
+            zeropoint=b.zeropoint,
+            depth=b.depth,
+            sky_mag=float(imaging.sky.get(b.name, np.interp(b.wavelength, waves, mags))),
+            exptime=imaging.exptime,
+            beta=imaging.moffat_beta,
+        )
+        for b in profile.bands
+    ]
 
 
-def _band_grids(profile: Profile, settings: SimSettings, tile: int, tile_size: int,
-                centre: tuple[float, float]) -> dict[str | None, PixelGrid]:
+def _band_grids(
+    profile: Profile, settings: SimSettings, tile: int, tile_size: int, centre: tuple[float, float]
+) -> dict[str | None, PixelGrid]:
     """The PixelGrid of every band on one tile: the profile's grid, or one of ``grids``.
 
     Key None holds the profile's own grid, in which object positions X, Y are given.
     """
     from mmzcli.sim.render import PixelGrid
 
-    main = PixelGrid(crval=centre, crpix=((tile_size + 1) / 2, (tile_size + 1) / 2),
-                     scale=profile.pixel_scale, rotation=0.0, shape=(tile_size, tile_size))
-    grids = {None: main, **{b: main for b in profile.band_names}}
+    main = PixelGrid(
+        crval=centre,
+        crpix=((tile_size + 1) / 2, (tile_size + 1) / 2),
+        scale=profile.pixel_scale,
+        rotation=0.0,
+        shape=(tile_size, tile_size),
+    )
+    grids = {None: main, **dict.fromkeys(profile.band_names, main)}
     extent = tile_size * profile.pixel_scale  # arcsec
     for spec in settings.grids:
         sign = 1 if tile % 2 == 0 else -1  # alternate the uncovered side and the rotation
@@ -104,8 +127,13 @@ def _band_grids(profile: Profile, settings: SimSettings, tile: int, tile_size: i
         nx, ny = math.ceil(cover * extent / scale), math.ceil(extent / scale)
         shift = sign * (1 - cover) / 2 * extent / 3600  # deg along RA, towards one side
         ra = centre[0] + shift / math.cos(math.radians(centre[1]))
-        grid = PixelGrid(crval=(ra, centre[1]), crpix=((nx + 1) / 2, (ny + 1) / 2), scale=scale,
-                         rotation=sign * spec.rotation, shape=(ny, nx))
+        grid = PixelGrid(
+            crval=(ra, centre[1]),
+            crpix=((nx + 1) / 2, (ny + 1) / 2),
+            scale=scale,
+            rotation=sign * spec.rotation,
+            shape=(ny, nx),
+        )
         for band in spec.bands:
             grids[band] = grid
     return grids
@@ -173,7 +201,7 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, settings: Sim
     spacing = settings.layout.target_spacing * profile.cutout_size
     margin = profile.cutout_size / 2 + 2
     per_side = max(int((tile_size - 2 * margin) // spacing), 1)
-    per_tile = per_side ** 2
+    per_tile = per_side**2
     n_tiles = math.ceil(n / per_tile)
     slot = np.arange(n) % per_tile
     tx = margin + (slot % per_side + 0.5) * spacing + rng.uniform(-0.15, 0.15, n) * spacing
@@ -228,15 +256,23 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, settings: Sim
     y = np.concatenate([ty, py, ny_, star_y])
     tile = np.concatenate([t_tile, t_tile[host], nb_tile, star_tile])
     kind = np.concatenate([galaxies.kind, np.full(n_star, Kind.STAR, np.int16)])
-    role = np.concatenate([np.full(n, Role.TARGET), np.full(n_pair, Role.COMPANION), np.full(n_nb, Role.NEIGHBOUR),
-                           np.full(n_star, Role.STAR)]).astype(np.int16)
+    role = np.concatenate(
+        [
+            np.full(n, Role.TARGET),
+            np.full(n_pair, Role.COMPANION),
+            np.full(n_nb, Role.NEIGHBOUR),
+            np.full(n_star, Role.STAR),
+        ]
+    ).astype(np.int16)
     pad = np.zeros(n_star)
     table = {
         "ID": np.arange(1, n_gal + n_star + 1, dtype=np.int64),
         "ROLE": role,  # Role
         "KIND": kind,  # population.Kind
         "HOST_ID": np.concatenate([np.zeros(n, np.int64), host + 1, np.zeros(n_nb + n_star, np.int64)]),
-        "TILE": tile.astype(np.int32), "X": x, "Y": y,
+        "TILE": tile.astype(np.int32),
+        "X": x,
+        "Y": y,
         "Z": np.concatenate([galaxies.z, pad]),
         "ABS_MAG_R": np.concatenate([galaxies.abs_mag, pad]),
         "BULGE_FRAC": np.concatenate([galaxies.bulge_frac, np.ones(n_star)]),
@@ -258,8 +294,10 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, settings: Sim
 
 # ----------------------------------------------------------------------------- injection
 
-def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile_size: int,
-                 settings: SimSettings) -> Sky:
+
+def injected_sky(
+    profile: Profile, table: dict[str, np.ndarray], seed: int, tile_size: int, settings: SimSettings
+) -> Sky:
     """Objects of a user catalogue, each given the template mix and dust that best fit its colours.
 
     Needs Z and MAG_<band> for every band (observed AB, Milky Way dust included);
@@ -289,7 +327,7 @@ def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile
             model = -2.5 * np.log10(rel)
             resid = mags - model
             resid = resid - np.nanmedian(resid, axis=1, keepdims=True)
-            chi = np.nansum(resid ** 2, axis=1)
+            chi = np.nansum(resid**2, axis=1)
             better = chi < best_chi
             best[better], best_chi[better] = (t, e), chi[better]
     ref = profile.band_index(profile.reference_band)
@@ -311,12 +349,26 @@ def injected_sky(profile: Profile, table: dict[str, np.ndarray], seed: int, tile
     factor = np.where(np.isfinite(want), want / total, 0.0)
     bulge, disk = bulge * factor, disk * factor
     sky = _layout_given(profile, table, n, tile_size, centred_on_catalog(profile, table, tile_size, settings))
-    sky.table.update({
-        "Z": gal.z, "ABS_MAG_R": np.full(n, np.nan), "BULGE_FRAC": gal.bulge_frac, "T_BULGE": gal.t_bulge,
-        "T_DISK": gal.t_disk, "BURST": gal.burst, "EBV_BULGE": gal.ebv_bulge, "EBV_DISK": gal.ebv_disk,
-        "R_BULGE": gal.r_bulge, "R_DISK": gal.r_disk, "Q_BULGE": gal.q_bulge, "Q_DISK": gal.q_disk, "ANGLE": gal.angle,
-        "TEMPERATURE": np.zeros(n), "EBV": np.asarray(ebv, float), "KIND": np.full(n, Kind.BLUE, np.int16),
-    })
+    sky.table.update(
+        {
+            "Z": gal.z,
+            "ABS_MAG_R": np.full(n, np.nan),
+            "BULGE_FRAC": gal.bulge_frac,
+            "T_BULGE": gal.t_bulge,
+            "T_DISK": gal.t_disk,
+            "BURST": gal.burst,
+            "EBV_BULGE": gal.ebv_bulge,
+            "EBV_DISK": gal.ebv_disk,
+            "R_BULGE": gal.r_bulge,
+            "R_DISK": gal.r_disk,
+            "Q_BULGE": gal.q_bulge,
+            "Q_DISK": gal.q_disk,
+            "ANGLE": gal.angle,
+            "TEMPERATURE": np.zeros(n),
+            "EBV": np.asarray(ebv, float),
+            "KIND": np.full(n, Kind.BLUE, np.int16),
+        }
+    )
     sky.bulge, sky.disk = bulge, disk
     return sky
 
@@ -333,8 +385,10 @@ def _read_catalog(path: Path, profile: Profile) -> dict[str, np.ndarray]:
     needed = ["Z"] + [f"MAG_{b}".upper() for b in profile.band_names]
     missing = [c for c in needed if c not in cols]
     if missing:
-        raise InputError(f"{path}: injection catalogue lacks column '{missing[0]}' "
-                         f"(needs Z and MAG_<band> for bands {', '.join(profile.band_names)})")
+        raise InputError(
+            f"{path}: injection catalogue lacks column '{missing[0]}' "
+            f"(needs Z and MAG_<band> for bands {', '.join(profile.band_names)})"
+        )
     if len(data) == 0:
         raise InputError(f"{path}: the injection catalogue has no rows")
     out = {}
@@ -348,8 +402,9 @@ def _read_catalog(path: Path, profile: Profile) -> dict[str, np.ndarray]:
     return out
 
 
-def centred_on_catalog(profile: Profile, table: dict[str, np.ndarray], tile_size: int,
-                       settings: SimSettings) -> SimSettings:
+def centred_on_catalog(
+    profile: Profile, table: dict[str, np.ndarray], tile_size: int, settings: SimSettings
+) -> SimSettings:
     """The settings with the field centred on an injection catalogue's RA/DEC (unchanged without them).
 
     Raises
@@ -363,14 +418,15 @@ def centred_on_catalog(profile: Profile, table: dict[str, np.ndarray], tile_size
     margin = profile.cutout_size / 2 + 2
     extent = (np.ptp(ra) * math.cos(math.radians(float(np.mean(dec)))) * 3600, np.ptp(dec) * 3600)
     if max(extent) / profile.pixel_scale > tile_size - 2 * margin:
-        raise InputError(f"the injection catalogue spans {max(extent):.0f}\", more than one tile of "
-                         f"{tile_size} px: use a larger --tile-size or inject in parts")
+        raise InputError(
+            f'the injection catalogue spans {max(extent):.0f}", more than one tile of '
+            f"{tile_size} px: use a larger --tile-size or inject in parts"
+        )
     centre = FieldSettings(ra=float((ra.min() + ra.max()) / 2), dec=float((dec.min() + dec.max()) / 2))
     return dataclasses.replace(settings, field=centre)
 
 
-def _layout_given(profile: Profile, table: dict[str, np.ndarray], n: int, tile_size: int,
-                  settings: SimSettings) -> Sky:
+def _layout_given(profile: Profile, table: dict[str, np.ndarray], n: int, tile_size: int, settings: SimSettings) -> Sky:
     """Injected objects: at their RA/DEC on a single tile around the field centre, or on the target layout."""
     if "RA" in table:
         centre = _tile_centres(1, tile_size, profile, settings.field)[0]
@@ -381,20 +437,33 @@ def _layout_given(profile: Profile, table: dict[str, np.ndarray], n: int, tile_s
         spacing = settings.layout.target_spacing * profile.cutout_size
         margin = profile.cutout_size / 2 + 2
         per_side = max(int((tile_size - 2 * margin) // spacing), 1)
-        slot = np.arange(n) % (per_side ** 2)
+        slot = np.arange(n) % (per_side**2)
         x = margin + (slot % per_side + 0.5) * spacing
         y = margin + (slot // per_side + 0.5) * spacing
-        tile = (np.arange(n) // per_side ** 2).astype(np.int32)
-    t = {"ID": np.arange(1, n + 1, dtype=np.int64), "ROLE": np.full(n, Role.TARGET, np.int16),
-         "HOST_ID": np.zeros(n, np.int64), "TILE": tile, "X": np.asarray(x, float), "Y": np.asarray(y, float)}
+        tile = (np.arange(n) // per_side**2).astype(np.int32)
+    t = {
+        "ID": np.arange(1, n + 1, dtype=np.int64),
+        "ROLE": np.full(n, Role.TARGET, np.int16),
+        "HOST_ID": np.zeros(n, np.int64),
+        "TILE": tile,
+        "X": np.asarray(x, float),
+        "Y": np.asarray(y, float),
+    }
     return Sky(table=t, bulge=None, disk=None, n_tiles=int(tile.max()) + 1)
 
 
 # ----------------------------------------------------------------------------- catalogues
 
 
-def observe(profile: Profile, sky: Sky, imaging: list, rows: np.ndarray, covered: np.ndarray,
-            rng: np.random.Generator, blend_leak: float = 0.0) -> dict[str, np.ndarray]:
+def observe(
+    profile: Profile,
+    sky: Sky,
+    imaging: list,
+    rows: np.ndarray,
+    covered: np.ndarray,
+    rng: np.random.Generator,
+    blend_leak: float = 0.0,
+) -> dict[str, np.ndarray]:
     """Catalogue photometry of ``rows``: noisy AB magnitudes and errors from the image noise model.
 
     The flux error of an object of half-light radius r seen through a PSF of width
@@ -407,15 +476,18 @@ def observe(profile: Profile, sky: Sky, imaging: list, rows: np.ndarray, covered
     out = {}
     t = sky.table
     total = sky.bulge + sky.disk
-    r_half = np.where(total > 0, (sky.bulge * t["R_BULGE"][:, None] + sky.disk * t["R_DISK"][:, None])
-                      / np.maximum(total, 1e-300), 0.0)  # [N, B], arcsec
+    r_half = np.where(
+        total > 0,
+        (sky.bulge * t["R_BULGE"][:, None] + sky.disk * t["R_DISK"][:, None]) / np.maximum(total, 1e-300),
+        0.0,
+    )  # [N, B], arcsec
     leak = _blend_light(profile, t, rows, total, r_half, blend_leak)
     for b, (band, img) in enumerate(zip(profile.bands, imaging)):
         sigma, gain, neff = img.noise(profile.pixel_scale)
         to_img = 10 ** (0.4 * band.zeropoint)
         f = (total[rows, b] + leak[:, b]) * to_img
         s_psf = band.psf_fwhm / 2.3548
-        err = np.sqrt(sigma ** 2 * neff * (1 + (r_half[rows, b] / 1.18) ** 2 / s_psf ** 2) + np.clip(f, 0, None) / gain)
+        err = np.sqrt(sigma**2 * neff * (1 + (r_half[rows, b] / 1.18) ** 2 / s_psf**2) + np.clip(f, 0, None) / gain)
         obs = np.maximum(f + rng.standard_normal(f.size) * err, err)
         mag = band.zeropoint - 2.5 * np.log10(obs)
         magerr = 1.0857 * err / obs
@@ -425,8 +497,9 @@ def observe(profile: Profile, sky: Sky, imaging: list, rows: np.ndarray, covered
     return out
 
 
-def _blend_light(profile: Profile, t: dict, rows: np.ndarray, total: np.ndarray, r_half: np.ndarray,
-                 leak: float) -> np.ndarray:
+def _blend_light(
+    profile: Profile, t: dict, rows: np.ndarray, total: np.ndarray, r_half: np.ndarray, leak: float
+) -> np.ndarray:
     """Neighbour light [maggies, rows x bands] that profile-weighted photometry picks up.
 
     For Gaussian profiles of widths σ_t, σ_n at distance d the overlap is
@@ -452,8 +525,9 @@ def _blend_light(profile: Profile, t: dict, rows: np.ndarray, total: np.ndarray,
     return out
 
 
-def spec_redshifts(z_true: np.ndarray, spec: SpecSettings, rng: np.random.Generator,
-                   wrong: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def spec_redshifts(
+    z_true: np.ndarray, spec: SpecSettings, rng: np.random.Generator, wrong: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Measured redshifts: small Gaussian errors, and a fraction replaced by another galaxy's z.
 
     A wrong redshift in a real survey is a misidentified line or a blended spectrum: a
@@ -465,8 +539,9 @@ def spec_redshifts(z_true: np.ndarray, spec: SpecSettings, rng: np.random.Genera
     return np.clip(z_spec, 0, None), bad
 
 
-def spectroscopic_catalog(profile: str | Profile, n: int, seed: int = 0,
-                          tile_size: int = 2048) -> dict[str, np.ndarray]:
+def spectroscopic_catalog(
+    profile: str | Profile, n: int, seed: int = 0, tile_size: int = 2048
+) -> dict[str, np.ndarray]:
     """The spectroscopic sample's catalogue (with Z_TRUE) without rendering any pixel.
 
     The same population, layout and noise model as ``simulate_survey``, every band
@@ -482,8 +557,9 @@ def spectroscopic_catalog(profile: str | Profile, n: int, seed: int = 0,
     rng = np.random.default_rng([seed, 5])
     z_spec, _ = spec_redshifts(sky.table["Z"][targets], settings.spec, rng)
     out = observe(prof, sky, _imaging(prof, settings), targets, covered, rng, settings.neighbours.blend_leak)
-    out.update(Z_SPEC=z_spec, Z_TRUE=sky.table["Z"][targets], EBV=sky.table["EBV"][targets],
-               KIND=sky.table["KIND"][targets])
+    out.update(
+        Z_SPEC=z_spec, Z_TRUE=sky.table["Z"][targets], EBV=sky.table["EBV"][targets], KIND=sky.table["KIND"][targets]
+    )
     true_mag = -2.5 * np.log10(np.clip(sky.bulge[targets] + sky.disk[targets], 1e-300, None))
     out.update({f"TRUE_MAG_{band.name}": true_mag[:, b] for b, band in enumerate(prof.bands)})
     return out
@@ -496,8 +572,11 @@ def _write_table(path: Path, columns: dict[str, np.ndarray], meta: dict[str, Any
     cols = []
     for name, values in columns.items():
         values = np.asarray(values)
-        fmt = {"i": "K" if values.dtype.itemsize == 8 else ("J" if values.dtype.itemsize == 4 else "I"),
-               "f": "D" if values.dtype.itemsize == 8 else "E", "b": "L"}[values.dtype.kind]
+        fmt = {
+            "i": "K" if values.dtype.itemsize == 8 else ("J" if values.dtype.itemsize == 4 else "I"),
+            "f": "D" if values.dtype.itemsize == 8 else "E",
+            "b": "L",
+        }[values.dtype.kind]
         cols.append(fits.Column(name=name, format=fmt, array=values))
     hdu = fits.BinTableHDU.from_columns(cols)
     for key, value in meta.items():
@@ -512,8 +591,10 @@ def _check_project(project: Path, overwrite: bool) -> None:
     project = Path(project)
     existing = [p for p in (project / SPECZ_NAME, project / TRUTH_NAME, project / TILES_DIR) if p.exists()]
     if existing and not overwrite:
-        raise InputError(f"{project}: already holds a simulation ({existing[0].name}); "
-                         f"pass --overwrite to replace it, or choose another --project")
+        raise InputError(
+            f"{project}: already holds a simulation ({existing[0].name}); "
+            f"pass --overwrite to replace it, or choose another --project"
+        )
     try:
         project.mkdir(parents=True, exist_ok=True)
         # left by a killed run: the tiles' folder, and the tables' atomic_path (.NAME.PID.tmpSUFFIX)
@@ -527,13 +608,23 @@ def _check_project(project: Path, overwrite: bool) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise InputError(f"{project}: cannot write the project directory ({exc.strerror}); "
-                         f"choose a writable --project") from None
+        raise InputError(
+            f"{project}: cannot write the project directory ({exc.strerror}); choose a writable --project"
+        ) from None
 
 
-def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_size: int = 2048,
-                    jobs: int = 1, catalog: Path | None = None, overwrite: bool = False,
-                    console: Console | None = None) -> dict[str, Any]:
+def simulate_survey(
+    profile: str,
+    n: int,
+    project: Path,
+    *,
+    seed: int = 0,
+    tile_size: int = 2048,
+    jobs: int = 1,
+    catalog: Path | None = None,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
     """Simulate a survey into ``project``; returns a summary (counts, tiles, timings).
 
     Raises
@@ -553,8 +644,9 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
     if catalog is None and (not isinstance(n, (int, np.integer)) or n <= 0):
         raise InputError(f"-n {n}: the number of galaxies must be a positive integer")
     if tile_size < 2 * prof.cutout_size:
-        raise InputError(f"--tile-size {tile_size}: tiles must be at least two cutouts "
-                         f"({2 * prof.cutout_size} px) wide")
+        raise InputError(
+            f"--tile-size {tile_size}: tiles must be at least two cutouts ({2 * prof.cutout_size} px) wide"
+        )
     if jobs < 1:
         raise InputError(f"-j {jobs}: the number of processes must be at least 1")
     settings = SimSettings.from_profile(prof)
@@ -564,8 +656,11 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
     project = Path(project)
     _check_project(project, overwrite)
 
-    sky = injected_sky(prof, injected, seed, tile_size, settings) if injected is not None else \
-        build_sky(prof, n, seed, tile_size, settings)
+    sky = (
+        injected_sky(prof, injected, seed, tile_size, settings)
+        if injected is not None
+        else build_sky(prof, n, seed, tile_size, settings)
+    )
     n_targets = int(np.sum(sky.table["ROLE"] == Role.TARGET))
     imaging = _imaging(prof, settings)
     t = sky.table
@@ -606,9 +701,14 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
     truth["Z_SPEC"][targets] = z_spec
     truth["WRONG_Z"] = np.zeros(len(ra), bool)
     truth["WRONG_Z"][targets] = wrong
-    specz = {"ID": t["ID"][targets], "RA": ra[targets], "DEC": dec[targets],
-             "Z_SPEC": z_spec.astype(np.float32), "EBV": t["EBV"][targets].astype(np.float32),
-             **observe(prof, sky, imaging, targets, covered, rng, settings.neighbours.blend_leak)}
+    specz = {
+        "ID": t["ID"][targets],
+        "RA": ra[targets],
+        "DEC": dec[targets],
+        "Z_SPEC": z_spec.astype(np.float32),
+        "EBV": t["EBV"][targets].astype(np.float32),
+        **observe(prof, sky, imaging, targets, covered, rng, settings.neighbours.blend_leak),
+    }
     meta = {"SURVEY": prof.name, "SIMSEED": seed, "ORIGIN": "mmz simulate"}
     with atomic_path(project / SPECZ_NAME) as specz_tmp, atomic_path(project / TRUTH_NAME) as truth_tmp:
         _write_table(specz_tmp, specz, meta)
@@ -622,24 +722,53 @@ def simulate_survey(profile: str, n: int, project: Path, *, seed: int = 0, tile_
         if final_tiles.exists():
             shutil.rmtree(final_tiles)
         os.replace(tiles_tmp, final_tiles)
-    write_config(project, prof, tiles=f"{TILES_DIR}/*.fits", catalog=SPECZ_NAME,
-                 columns={"id": "ID", "ra": "RA", "dec": "DEC", "z_spec": "Z_SPEC", "ebv": "EBV",
-                          "mag_ref": f"MAG_{prof.reference_band}"})
+    write_config(
+        project,
+        prof,
+        tiles=f"{TILES_DIR}/*.fits",
+        catalog=SPECZ_NAME,
+        columns={
+            "id": "ID",
+            "ra": "RA",
+            "dec": "DEC",
+            "z_spec": "Z_SPEC",
+            "ebv": "EBV",
+            "mag_ref": f"MAG_{prof.reference_band}",
+        },
+    )
     elapsed = time.perf_counter() - start
-    summary = {"profile": prof.name, "targets": n_targets, "objects": len(ra), "tiles": sky.n_tiles,
-               "images": len(tasks), "stamps_drawn": drawn, "seconds": round(elapsed, 2),
-               "render_seconds": round(render_s, 2), "galaxies_per_s": round(n_targets / max(elapsed, 1e-9), 1),
-               "project": str(project)}
+    summary = {
+        "profile": prof.name,
+        "targets": n_targets,
+        "objects": len(ra),
+        "tiles": sky.n_tiles,
+        "images": len(tasks),
+        "stamps_drawn": drawn,
+        "seconds": round(elapsed, 2),
+        "render_seconds": round(render_s, 2),
+        "galaxies_per_s": round(n_targets / max(elapsed, 1e-9), 1),
+        "project": str(project),
+    }
     if console is not None:
-        console.print(f"simulated {n_targets} spectroscopic targets ({len(ra)} objects with neighbours "
-                      f"and stars) on {sky.n_tiles} tile(s) x {len(prof.bands)} bands in {elapsed:.1f} s "
-                      f"-> {project}")
+        console.print(
+            f"simulated {n_targets} spectroscopic targets ({len(ra)} objects with neighbours "
+            f"and stars) on {sky.n_tiles} tile(s) x {len(prof.bands)} bands in {elapsed:.1f} s "
+            f"-> {project}"
+        )
     return summary
 
 
-def _tile_tasks(prof: Profile, settings: SimSettings, sky: Sky, imaging: list[BandImaging],
-                centres: list[tuple[float, float]], tile_size: int, seed: int, simple: np.ndarray,
-                folder: Path) -> tuple[list[TileTask], np.ndarray]:
+def _tile_tasks(
+    prof: Profile,
+    settings: SimSettings,
+    sky: Sky,
+    imaging: list[BandImaging],
+    centres: list[tuple[float, float]],
+    tile_size: int,
+    seed: int,
+    simple: np.ndarray,
+    folder: Path,
+) -> tuple[list[TileTask], np.ndarray]:
     """One rendering task per tile and band, and which band covers which object [N, B].
 
     The coverage matters where a band has its own, smaller grid (hsc9's NIR: ~70% of a tile).
@@ -661,30 +790,50 @@ def _tile_tasks(prof: Profile, settings: SimSettings, sky: Sky, imaging: list[Ba
             near = (x > -pad) & (x < nx + pad) & (y > -pad) & (y < ny + pad)
             rows = sel[near]
             to_img = 10 ** (0.4 * band.zeropoint)
-            header = {"FILTER": (band.name, "band name in the mmz profile"),
-                      "FILTID": (band.filter, "filter curve: sedpy id or speclite:<name>"),
-                      "MAGZERO": (band.zeropoint, "AB mag of 1 image unit"),
-                      "SEEING": (band.psf_fwhm, "PSF FWHM, arcsec (Moffat)"),
-                      "PSFBETA": (img.beta, "Moffat beta"),
-                      "EXPTIME": (img.exptime, "s, nominal"),
-                      "BUNIT": ("nanomaggy" if abs(band.zeropoint - 22.5) < 1e-9 else "count",
-                                "mag = MAGZERO - 2.5 log10(value)"),
-                      "DEPTH5": (band.depth, "5-sigma PSF depth, AB"),
-                      "SKYSUB": (True, "background subtracted"),
-                      "TILE": (k, "tile number"), "SURVEY": (prof.name, "mmz profile"),
-                      "ORIGIN": ("mmz simulate", "simulated image"), "SIMSEED": (seed, "")}
-            tasks.append(TileTask(
-                path=folder / f"tile-{k:04d}-{band.name}.fits", band=img, grid=grid,
-                seed=int(np.random.SeedSequence([seed, 4, k, b]).generate_state(1)[0]),
-                x=x[near], y=y[near], flux_bulge=sky.bulge[rows, b] * to_img, flux_disk=sky.disk[rows, b] * to_img,
-                r_bulge=t["R_BULGE"][rows], r_disk=t["R_DISK"][rows], q_bulge=t["Q_BULGE"][rows],
-                q_disk=t["Q_DISK"][rows], angle=t["ANGLE"][rows], is_star=t["KIND"][rows] == Kind.STAR,
-                simple=simple[rows], header=header))
+            header = {
+                "FILTER": (band.name, "band name in the mmz profile"),
+                "FILTID": (band.filter, "filter curve: sedpy id or speclite:<name>"),
+                "MAGZERO": (band.zeropoint, "AB mag of 1 image unit"),
+                "SEEING": (band.psf_fwhm, "PSF FWHM, arcsec (Moffat)"),
+                "PSFBETA": (img.beta, "Moffat beta"),
+                "EXPTIME": (img.exptime, "s, nominal"),
+                "BUNIT": (
+                    "nanomaggy" if abs(band.zeropoint - 22.5) < 1e-9 else "count",
+                    "mag = MAGZERO - 2.5 log10(value)",
+                ),
+                "DEPTH5": (band.depth, "5-sigma PSF depth, AB"),
+                "SKYSUB": (True, "background subtracted"),
+                "TILE": (k, "tile number"),
+                "SURVEY": (prof.name, "mmz profile"),
+                "ORIGIN": ("mmz simulate", "simulated image"),
+                "SIMSEED": (seed, ""),
+            }
+            tasks.append(
+                TileTask(
+                    path=folder / f"tile-{k:04d}-{band.name}.fits",
+                    band=img,
+                    grid=grid,
+                    seed=int(np.random.SeedSequence([seed, 4, k, b]).generate_state(1)[0]),
+                    x=x[near],
+                    y=y[near],
+                    flux_bulge=sky.bulge[rows, b] * to_img,
+                    flux_disk=sky.disk[rows, b] * to_img,
+                    r_bulge=t["R_BULGE"][rows],
+                    r_disk=t["R_DISK"][rows],
+                    q_bulge=t["Q_BULGE"][rows],
+                    q_disk=t["Q_DISK"][rows],
+                    angle=t["ANGLE"][rows],
+                    is_star=t["KIND"][rows] == Kind.STAR,
+                    simple=simple[rows],
+                    header=header,
+                )
+            )
     return tasks, covered
 
 
-def _run_tasks(tasks: list[TileTask], fn: Callable[[TileTask], tuple[str, int]], jobs: int,
-               console: Console | None) -> int:
+def _run_tasks(
+    tasks: list[TileTask], fn: Callable[[TileTask], tuple[str, int]], jobs: int, console: Console | None
+) -> int:
     """Run the tile tasks, in a process pool when jobs > 1, with a progress bar on ``console``."""
     from mmzcli.progress import progress_bar
 
