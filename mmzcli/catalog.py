@@ -145,10 +145,10 @@ def _check_ids(path: Path, name: str, column) -> np.ndarray:
     if ids.dtype.kind == "f" and np.isfinite(ids).all() and (ids == np.round(ids)).all():
         ids = ids.astype(np.int64)
     if ids.dtype.kind not in "iu":
-        rows = [i for i, v in enumerate(ids) if not _is_integer(v)] or [0]
+        bad = [i for i, v in enumerate(ids) if not _is_integer(v)] or [0]
         raise InputError(
-            f"{path}: row {rows[0]}: column {name!r} must hold integer ids, found "
-            f"{_cell(ids[rows[0]])} ({ids.dtype}); give integer ids (objects are matched by them)"
+            f"{path}: row {bad[0]}: column {name!r} must hold integer ids, found "
+            f"{_cell(ids[bad[0]])} ({ids.dtype}); give integer ids (objects are matched by them)"
         )
     ids = ids.astype(np.int64)
     order = np.argsort(ids, kind="stable")
@@ -250,7 +250,7 @@ class PhotozWriter:
         self.rows = 0
         self.fits = fitsio.FITS(str(self.partial), "rw", clobber=True)
         descriptions = {name: (unit, text) for name, unit, text in PHOTOZ_COLUMNS} | OPTIONAL_COLUMNS
-        names = list(self.dtype.names)
+        names = list(self.dtype.names or ())  # a structured dtype: names is never None
         self.fits.create_table_hdu(
             dtype=self.dtype, extname="PHOTOZ", units=[descriptions.get(n, ("", ""))[0] for n in names]
         )
@@ -267,7 +267,7 @@ class PhotozWriter:
     def append(self, columns: dict[str, np.ndarray]) -> None:
         n = len(columns["ID"])
         block = np.zeros(n, dtype=self.dtype)
-        for name in self.dtype.names:
+        for name in self.dtype.names or ():
             if name in columns:
                 block[name] = columns[name]
             elif block[name].dtype.kind == "f":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -27,7 +27,7 @@ app = typer.Typer(
 profiles_app = typer.Typer(help="List and show the shipped survey profiles.", invoke_without_command=True)
 app.add_typer(profiles_app, name="profiles")
 
-_state = {"debug": False, "quiet": False, "argv": []}
+_state: dict[str, Any] = {"debug": False, "quiet": False, "argv": []}
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project directory.", show_default=False)]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.", min=1)]

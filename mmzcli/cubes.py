@@ -11,7 +11,9 @@ of each band) come from the labelled objects that have data in that band.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -206,10 +208,10 @@ def _refuse_other_inputs(path: Path, key: str, catalog: Path, names: dict[str, s
     attrs = zarr.open_group(str(path), mode="r").attrs
     if attrs.get("inputs_key") == key:
         return
-    if attrs.get("catalog") is not None and not _same_file(attrs["catalog"], catalog):
+    if attrs.get("catalog") is not None and not _same_file(cast(str, attrs["catalog"]), catalog):
         what = f"catalogue {attrs['catalog']}, not {catalog}"
     elif attrs.get("columns") not in (None, names):
-        was = attrs["columns"]
+        was = cast(Mapping[str, str], attrs["columns"])
         what = "columns " + ", ".join(
             f"{k} = {names.get(k)}, not {was.get(k)}" for k in sorted({*was, *names}) if names.get(k) != was.get(k)
         )

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -300,7 +301,10 @@ def cut_to_store(
     todo = [s for s in range(0, n, BLOCK_ROWS) if s not in done]
     remaining = sum(min(BLOCK_ROWS, n - s) for s in todo)
     sums = np.array(group.attrs.get("norm_sums", np.zeros((3, len(bands))).tolist()))
-    assignment = assign_images(images, table["ra"], table["dec"], bands) if todo else None
+    # nothing left to cut: skip assigning (what assign_images gives for no sources)
+    assignment = (
+        assign_images(images, table["ra"], table["dec"], bands) if todo else np.empty((0, len(bands)), np.int32)
+    )
     started = time.perf_counter()
 
     tasks = (
@@ -331,12 +335,12 @@ def cut_to_store(
     elapsed = time.perf_counter() - started
     flags = group["flags"][:]
     band_ok = group["band_ok"][:]
-    summary = {
+    summary: dict[str, Any] = {
         "sources": n,
         "bands": len(bands),
         "all_bands": int(band_ok.all(axis=1).sum()),
         **{
-            f.name.lower(): int(((flags & f) != 0).sum())
+            str(f.name).lower(): int(((flags & f) != 0).sum())  # str: the name of one flag is never None
             for f in (Flag.EDGE, Flag.NAN_PIXELS, Flag.MISSING_BAND, Flag.OUTSIDE, Flag.RESAMPLED)
         },
         "seconds": elapsed,

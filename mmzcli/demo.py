@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 DEMO_PROFILE = "hsc6"
 DEMO_GALAXIES = 3000
@@ -57,7 +58,7 @@ def run_demo(directory: Path, *, jobs: int = 2, console=None) -> dict:
         lambda: build_cubes(directory, jobs=jobs, console=console),
     )
     profile = project_profile(directory, None)
-    settings = {
+    settings: dict[str, Any] = {
         "width": DEMO_WIDTH,
         "norm": "batch",
         "train": TrainConfig(epochs=DEMO_EPOCHS, folds=(DEMO_FOLD,), amp=False),

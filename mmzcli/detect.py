@@ -38,7 +38,8 @@ def detection_image(images) -> np.ndarray:
     """The noise-weighted sum of ``images`` (TileImage, same grid), with unit noise; NaN where none has data."""
     import sep
 
-    signal, weight = 0.0, 0.0
+    signal: np.ndarray | float = 0.0  # sums over the images
+    weight: np.ndarray | float = 0.0
     for image in images:
         data = np.array(tile_pixels(image), dtype=np.float32)  # sep wants native byte order
         bad = ~np.isfinite(data)

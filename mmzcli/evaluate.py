@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -259,11 +260,11 @@ def load_matched(
         if len(ok) == 0:
             raise InputError(f"{s.path}: the catalogue has no rows; give a catalogue of objects with a z_spec")
         if not ok.any():
-            joined = "" if truth is None else f" (after joining {truth} by ID)"
+            via_truth = "" if truth is None else f" (after joining {truth} by ID)"
             reasons = [
                 f"{int(count)} {what}"
                 for count, what in (
-                    ((~z_ok).sum(), f"without a Z_SPEC in (-1, {Z_SPEC_MAX:g}]{joined}"),
+                    ((~z_ok).sum(), f"without a Z_SPEC in (-1, {Z_SPEC_MAX:g}]{via_truth}"),
                     ((~np.isfinite(s.z_phot)).sum(), "without a finite Z_PHOT"),
                     ((~pdf_ok).sum(), "without a valid PDF (finite, >= 0, not all 0)"),
                 )
@@ -314,7 +315,7 @@ def score(s: Scored, n_bins: int = 8) -> dict:
     spread = metrics.fold_spread(s.dz, s.fold, s.threshold, crps)
     if spread is not None:
         overall.update({f"{k}_err": v for k, v in spread.items()})
-    result = {
+    result: dict[str, Any] = {
         "label": s.label,
         "path": str(s.path),
         "run": s.header.get("RUN"),
@@ -395,6 +396,7 @@ def write_plots(scored: list[Scored], results: list[dict], out_dir: Path, n_bins
 
     n = results[0]["overall"]["n"]
     if scored[0].mag is not None:
+        assert scored[0].mag_column is not None  # read together with the magnitudes
         by_mag = series("by_mag", lambda s: s.mag[np.isfinite(s.mag)])
         label = plots.mag_label(scored[0].mag_column, str(scored[0].header.get("REFBAND", "")).strip())
         written.append(

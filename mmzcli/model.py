@@ -23,7 +23,9 @@ helpers, variant registry.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -208,6 +210,8 @@ class Inception(nn.Module):
 class ModalityStack(nn.Module):
     """Stems and parallel blocks of all modalities of one size s (G of them), as grouped convs."""
 
+    band_index: torch.Tensor  # buffer
+
     def __init__(self, cfg: ModelConfig, size: int, members: list[int], n_parallel: int):
         super().__init__()
         g = len(members)
@@ -252,6 +256,11 @@ class ParallelBranches(nn.Module):
         return [stack(x) for stack in self.stacks]
 
 
+def modality_stacks(stacks: nn.ModuleList) -> Iterable[ModalityStack]:
+    """``ParallelBranches.stacks`` typed as what it holds (to a type checker a ModuleList yields plain Modules)."""
+    return cast("Iterable[ModalityStack]", stacks)
+
+
 # ----------------------------------------------------------------------------- fusion
 
 
@@ -266,7 +275,7 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, cfg: ModelConfig, stacks: nn.ModuleList):
         super().__init__()
-        self.out_channels = sum(s.groups * s.out_channels for s in stacks)
+        self.out_channels = sum(s.groups * s.out_channels for s in modality_stacks(stacks))
 
     def forward(self, feats: list[torch.Tensor], stacks) -> torch.Tensor:
         return feats[0] if len(feats) == 1 else torch.cat(feats, 1)
@@ -285,7 +294,7 @@ class CrossFusion(nn.Module):
 
     def __init__(self, cfg: ModelConfig, stacks: nn.ModuleList):
         super().__init__()
-        chans = [s.out_channels for s in stacks for _ in range(s.groups)]  # per modality, stack order
+        chans = [s.out_channels for s in modality_stacks(stacks) for _ in range(s.groups)]  # per modality, stack order
         self.n = n = len(chans)
         self.partner = [(m + 1) % n if n > 1 else None for m in range(n)]
         pair_in = [chans[m] + (chans[p] if p is not None else 0) for m, p in enumerate(self.partner)]
@@ -293,7 +302,7 @@ class CrossFusion(nn.Module):
         self.signatures = sorted(set(pair_in))
         self.members = [[m for m in range(n) if pair_in[m] == c] for c in self.signatures]
         self.blocks = nn.ModuleList(Inception(cfg, c, k, len(mem)) for c, mem in zip(self.signatures, self.members))
-        c_pair = self.blocks[0].out_channels
+        c_pair = Inception.widths(cfg, k)[2]  # out_channels of each pair block
         common_out = Inception.widths(cfg, cfg.scaled(cfg.common_width))[2]
         self.c_shared = math.ceil(common_out / n)
         self.shared = conv_unit(cfg, c_pair, self.c_shared, 1)
@@ -305,10 +314,10 @@ class CrossFusion(nn.Module):
         per_mod = [t for f, s in zip(feats, stacks) for t in f.unflatten(1, (s.groups, -1)).unbind(1)]
         outs = []
         for block, mem in zip(self.blocks, self.members):
-            pairs = [
-                per_mod[m] if self.partner[m] is None else torch.cat([per_mod[m], per_mod[self.partner[m]]], 1)
-                for m in mem
-            ]
+            pairs = []
+            for m in mem:
+                partner = self.partner[m]
+                pairs.append(per_mod[m] if partner is None else torch.cat([per_mod[m], per_mod[partner]], 1))
             outs.append(block(keep_layout(torch.cat(pairs, 1), channels_last)).unflatten(1, (len(mem), -1)))
         y = torch.cat(outs, 1)  # N×M×C_pair×H×W
         n_img = y.shape[0]
@@ -379,6 +388,10 @@ class RedshiftHead(nn.Module):
 class PhotoZNet(nn.Module):
     """Multimodal inception network: raw cubes + E(B-V) → (PDF logits [N, n_bins], z_reg [N])."""
 
+    norm_mean: torch.Tensor  # buffers
+    norm_std: torch.Tensor
+    stack_order: torch.Tensor
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = cfg = config
@@ -392,7 +405,7 @@ class PhotoZNet(nn.Module):
         cross = cfg.fusion_type == "cross"
         self.fusion = (CrossFusion if cross else ConcatFusion)(cfg, stacks)
         # order in which fused modalities appear: the dropout mask follows it
-        members = [m for s in stacks for m in s.members]
+        members = [m for s in modality_stacks(stacks) for m in s.members]
         self.register_buffer("stack_order", torch.tensor(members, dtype=torch.long), persistent=False)
         self.pool_at_fusion = n_par in POOL_BEFORE  # that pool runs per modality, just before fusion
         common: list[nn.Module] = []
@@ -477,7 +490,7 @@ class PhotoZNet(nn.Module):
             f"width ×{cfg.width:g}",
             f"modalities ({self.n_modalities}): {' '.join('_'.join(m) for m in cfg.modalities)}",
         ]
-        for s in self.branches.stacks:
+        for s in modality_stacks(self.branches.stacks):
             n = sum(p.numel() for p in s.parameters())
             lines.append(
                 f"  {s.groups} × {s.size}-band modality: stem {cfg.stem_channels(s.size)} ch, "

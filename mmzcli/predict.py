@@ -1,19 +1,17 @@
 """``mmz predict``: photo-z catalogues with PDFs, from image tiles or from the project's cubes.
 
-From tiles, the sources are those of a catalogue (``--catalog``) or, by default,
-every source that sep detects in the tiles (``detect.py``).  The work is split
-by tile: every source belongs to the reference-band image that covers it best,
-and the sources of one tile are cut (the code of ``mmz cutout``), predicted by every model of the run (PDFs averaged) and saved
-as one part file in ``<CAT>.parts/``.  Once every tile is done the parts are
-merged, block by block, into ``<CAT>.partial`` and renamed to ``<CAT>``: memory
-depends on the largest tile, never on the survey, and a file named ``<CAT>`` is
-always complete.  ``--resume`` keeps the parts already done.  Ranks of
-``torchrun`` (or ``--shard I/N`` jobs) share the tiles; rank 0 (or a final
-``--resume`` run) merges.
+From tiles, the sources are those of a catalogue (``--catalog``) or, by default, every source that
+sep detects in the tiles (``detect.py``). The work is split by tile: every source belongs to the
+reference-band image that covers it best, and the sources of one tile are cut (the code of ``mmz
+cutout``), predicted by every model of the run (PDFs averaged) and saved as one part file in
+``<CAT>.parts/``. Once every tile is done the parts are merged, block by block, into
+``<CAT>.partial`` and renamed to ``<CAT>``: memory depends on the largest tile, never on the survey,
+and a file named ``<CAT>`` is always complete. ``--resume`` keeps the parts already done. Ranks of
+``torchrun`` (or ``--shard I/N`` jobs) share the tiles; rank 0 (or a final ``--resume`` run) merges.
 
-From cubes (``--cubes``), the catalogue is the run's out-of-fold prediction of the
-labelled set: each object predicted by the models that did not train on it,
-with Z_SPEC, FOLD and the reference magnitude attached.
+From cubes (``--cubes``), the catalogue is the run's out-of-fold prediction of the labelled set:
+each object predicted by the models that did not train on it, with Z_SPEC, FOLD and the reference
+magnitude attached.
 """
 
 from __future__ import annotations
@@ -412,6 +410,7 @@ class _TilePredictor:
             }
         else:
             rows = unit.rows
+            assert rows is not None  # a unit of catalogue sources has its rows
             ids, ra, dec = sources.ids[rows], sources.ra[rows], sources.dec[rows]
             ebv_values, flags0 = sources.ebv[rows], sources.ebv_flags[rows]
             n = len(rows)
@@ -458,7 +457,7 @@ class _TilePredictor:
         from mmzcli.atomic import atomic_path
 
         with atomic_path(self.part(unit)) as tmp:
-            np.savez(tmp, **columns)
+            np.savez(tmp, allow_pickle=True, **columns)  # numpy's default, named so that no column is taken for it
 
 
 def _merge(

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from mmzcli.errors import ConfigError
 
@@ -154,7 +154,15 @@ class _Checker:
             raise self.fail(key, f"unknown key '{unknown[0]}' (allowed: {', '.join(required + optional)})")
         return data
 
-    def number(self, data: dict, key: str, path: str, *, positive=False, integer=False) -> float:
+    @overload
+    def number(
+        self, data: dict, key: str, path: str, *, positive: bool = ..., integer: Literal[False] = ...
+    ) -> float: ...
+
+    @overload
+    def number(self, data: dict, key: str, path: str, *, positive: bool = ..., integer: Literal[True]) -> int: ...
+
+    def number(self, data: dict, key: str, path: str, *, positive: bool = False, integer: bool = False) -> float:
         value = data[key]
         kind = "an integer" if integer else "a number"
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
@@ -205,11 +213,11 @@ def profile_from_dict(data: Any, source: str = "<memory>") -> Profile:
         raise check.fail("bands", f"band '{dup}' is listed twice")
     bands.sort(key=lambda b: b.wavelength)
 
-    grid = check.mapping(data["redshift_grid"], "redshift_grid", _GRID_KEYS)
+    grid_keys = check.mapping(data["redshift_grid"], "redshift_grid", _GRID_KEYS)
     grid = RedshiftGrid(
-        z_min=check.number(grid, "z_min", "redshift_grid."),
-        z_max=check.number(grid, "z_max", "redshift_grid.", positive=True),
-        n_bins=check.number(grid, "n_bins", "redshift_grid.", positive=True, integer=True),
+        z_min=check.number(grid_keys, "z_min", "redshift_grid."),
+        z_max=check.number(grid_keys, "z_max", "redshift_grid.", positive=True),
+        n_bins=check.number(grid_keys, "n_bins", "redshift_grid.", positive=True, integer=True),
     )
     if not 0 <= grid.z_min < grid.z_max:
         raise check.fail("redshift_grid", f"expected 0 <= z_min < z_max, got {grid.z_min}..{grid.z_max}")

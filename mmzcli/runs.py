@@ -14,11 +14,15 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from mmzcli.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from mmzcli.model import ModelConfig
+    from mmzcli.profiles import Profile
 
 RUNS_DIR = "runs"
 MODEL_FILE = re.compile(r"fold(\d+)_seed(\d+)\.pt")  # finished models only, never the .state.pt of one training
@@ -78,7 +82,7 @@ class RunDir:
             self.config_path, "the run's settings", "restore it, or train under another name with --name NEW"
         )
 
-    def profile(self, project: Path) -> Any:
+    def profile(self, project: Path) -> Profile:
         """The survey profile the run was trained with (its snapshot; the project's for old runs)."""
         from mmzcli.profiles import profile_from_dict
         from mmzcli.project import project_profile
@@ -176,7 +180,7 @@ def load_checkpoint(source: Path | BinaryIO, *, kind: str = MODEL_FORMAT, name: 
     """
     import torch
 
-    name = source if name is None else name
+    name = str(source) if name is None else name  # str() is what the messages below print anyway
     what = "a finished mmz model" if kind == MODEL_FORMAT else "an mmz training state"
     advice = (
         "retrain it (mmz train with the run's settings resumes the run and replaces it) or remove the file"
@@ -200,7 +204,7 @@ def load_checkpoint(source: Path | BinaryIO, *, kind: str = MODEL_FORMAT, name: 
         raise CheckpointError(f"{name}: not {what} (its format is {marker!r}); {advice}")
     if marker is not None and not isinstance(version, int):
         raise CheckpointError(f"{name}: not {what} (format_version {version!r} is not a number); {advice}")
-    if marker is not None and version > FORMAT_VERSION:
+    if marker is not None and isinstance(version, int) and version > FORMAT_VERSION:  # an int: checked above
         raise InputError(
             f"{name}: {what} of format version {version}, newer than this mmz reads ({FORMAT_VERSION}); upgrade mmz"
         )
@@ -235,10 +239,10 @@ class Ensemble:
     """Every finished model of a run (folds x seeds); their PDFs are averaged."""
 
     run_dir: Path
-    profile: object
+    profile: Profile
     models: list  # empty where loaded for the header only
     n_models: int
-    config: object  # ModelConfig
+    config: ModelConfig
     run_hash: str
     ebv_median: float  # of the training sample: the value used where a source has none
 
@@ -261,6 +265,7 @@ class Ensemble:
             config = ModelConfig.from_dict(checkpoint["config"])
             if weights:
                 models.append(build_model(checkpoint, device))
+        assert config is not None  # paths is not empty
         if list(config.bands) != profile.band_names:
             raise InputError(
                 f"{run_dir}: its models take bands {', '.join(config.bands)} but its profile "

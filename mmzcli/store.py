@@ -26,14 +26,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from mmzcli.errors import InputError
 
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArrayConfigParams
+
 SCHEMA_VERSION = 2  # 2: every chunk stored and the array names recorded (1: zarr skipped fill-valued chunks)
-WRITE_EVERY_CHUNK = {"write_empty_chunks": True}  # zarr's default skips, and deletes, fill-valued chunks
+# zarr's default skips, and deletes, fill-valued chunks.  The ignore: zarr (Python >= 3.11) imports NotRequired from
+# typing, which mypy's Python 3.10 lacks, so every key of ArrayConfigParams reads as required.
+WRITE_EVERY_CHUNK: ArrayConfigParams = {"write_empty_chunks": True}  # type: ignore[typeddict-item]
 DECODE_ERRORS = (RuntimeError, ValueError, TypeError, OSError, EOFError)  # what codecs raise on damaged bytes
 CHUNK_ROWS = 32  # whole cubes per chunk: a training batch reads few chunks
 TABLE_CHUNK = 65536  # rows per chunk of the 1-d columns
@@ -278,7 +283,7 @@ def open_store(path: Path):
         raise InputError(f"{path}: not a readable Zarr store ({exc}); {rebuild_hint(path)}") from None
     if not group.attrs.get("complete", False):
         raise InputError(f"{path}: the store is incomplete; {rebuild_hint(path)}")
-    every_chunk_stored = group.attrs.get("schema_version", 1) >= 2
+    every_chunk_stored = cast(int, group.attrs.get("schema_version", 1)) >= 2
     for name in array_names(path, group):
         array = checked_array(group, name)  # reads its zarr.json: a damaged one is named here
         if every_chunk_stored:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -39,9 +40,9 @@ class TileImage:
     header: str  # the HDU header as a string: small, picklable, rebuilt into a WCS on demand
 
 
-def expand_tiles(patterns: list[str | Path], base: Path | None = None) -> list[Path]:
+def expand_tiles(patterns: Sequence[str | Path], base: Path | None = None) -> list[Path]:
     """Tile paths from file names and glob patterns (relative to ``base``), sorted and unique."""
-    paths = []
+    paths: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
         if base is not None and not os.path.isabs(text):

@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class CubeSource:
         self.cubes = read_rows(self.array, self.rows) if self.in_memory else None
 
     def cubes_of(self, rows: np.ndarray) -> np.ndarray:
-        if self.in_memory:
+        if self.cubes is not None:  # in memory
             return self.cubes[np.searchsorted(self.rows, rows)]
         order = np.argsort(rows)
         out = np.empty((len(rows), *self.array.shape[1:]), np.float32)
@@ -230,6 +231,7 @@ def train_one(
     model.norm_mean.copy_(torch.as_tensor(norm[0]))
     model.norm_std.copy_(torch.as_tensor(norm[1]))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    best: dict[str, Any]  # "loss" (float) and "epoch" (int) of the best epoch so far
     start, best, history = 0, {"loss": math.inf, "epoch": -1}, []
     best_state = None
     state = None
@@ -247,12 +249,12 @@ def train_one(
         start, best, history, best_state = state["epoch"] + 1, state["best"], state["history"], state["best_model"]
         report.note(f"fold {fold} seed {seed}: resuming after epoch {start} ({state_path.name})")
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+    model.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # documented; torch's overloads omit it
     for value in optimizer.state.values():  # the optimiser state follows the model to its device
         for key, tensor in value.items():
             if torch.is_tensor(tensor) and key != "step":
                 value[key] = tensor.to(device)
-    net = model
+    net: Any = model  # becomes DistributedDataParallel and/or compiled: each called as the model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -446,6 +448,7 @@ def model_config(spec: RunSpec, profile):
     from mmzcli.model import ModelConfig, add_modalities, modalities_from_profile, parse_modalities
 
     bands = tuple(profile.band_names)
+    groups: tuple[tuple[str, ...], ...]
     if spec.baseline:
         groups = (bands,)
     elif spec.modalities:
@@ -611,7 +614,7 @@ def train_run(
                     report,
                 )
 
-    summary = {}
+    summary: dict[str, Any] = {}
     if rank == 0:  # over every finished model of the run, also those trained by other commands (--fold K)
         done = run.finished_folds(group.attrs["n_folds"], spec.train.seeds)
         summary["models"] = [

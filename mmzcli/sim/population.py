@@ -168,7 +168,8 @@ class PopulationSampler:
             n_red = rng.binomial(batch, frac_red)
             for kind, count in (("red", n_red), ("blue", batch - n_red)):
                 gal = self._draw_kind(rng, kind, count, *tables[kind])
-                mag = -2.5 * np.log10(sum(gal.fluxes(self.grid, None))[:, self.ref])
+                bulge, disk = gal.fluxes(self.grid, None)
+                mag = -2.5 * np.log10((bulge + disk)[:, self.ref])
                 ok = (mag >= m_bright) & (mag <= m_faint)
                 attempts, kept = attempts + count, kept + ok.sum()
                 parts.append(gal.take(ok))

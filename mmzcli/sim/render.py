@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def render_tile(task: TileTask) -> tuple[str, int]:
     wcs = galsim.JacobianWCS(jac[0, 0], jac[0, 1], jac[1, 0], jac[1, 1])
     psf = galsim.Moffat(beta=task.band.beta, fwhm=task.band.fwhm, gsparams=gsp)
     scale = task.grid.scale
-    stamps = {}  # one reusable stamp per size
+    stamps: dict[int, Any] = {}  # one reusable galsim image per size
     drawn = 0
     for i in range(task.x.size):
         obj, r_max = _profile(task, i, psf, gsp)

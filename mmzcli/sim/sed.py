@@ -338,7 +338,7 @@ class PhotometryGrid:
         iz, fz = self._locate(np.asarray(z, float), self.z)
         ie, fe = self._locate(np.asarray(ebv, float), self.ebv)
         fz, fe = fz[:, None], fe[:, None]
-        out = 0.0
+        out: np.ndarray | float = 0.0
         for k, w in ((k0, 1 - a), (k0 + 1, a)):
             kc = (
                 (1 - fz) * (1 - fe) * self.kcorr[k, iz, ie]
@@ -351,6 +351,7 @@ class PhotometryGrid:
                 r_eff = (1 - fz) * self.mw[k, iz] + fz * self.mw[k, iz + 1]
                 flux = flux * 10 ** (-0.4 * r_eff * np.asarray(ebv_mw, float)[:, None])
             out = out + w * flux
+        assert isinstance(out, np.ndarray)  # a sum of two arrays
         return out
 
 

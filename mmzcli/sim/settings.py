@@ -13,13 +13,16 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mmzcli.errors import ConfigError
 from mmzcli.profiles import Profile
 from mmzcli.sim.population import SedParams
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")  # a settings dataclass
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import dataclasses
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -119,7 +119,7 @@ def _band_grids(
         rotation=0.0,
         shape=(tile_size, tile_size),
     )
-    grids = {None: main, **dict.fromkeys(profile.band_names, main)}
+    grids: dict[str | None, PixelGrid] = {None: main, **dict.fromkeys(profile.band_names, main)}
     extent = tile_size * profile.pixel_scale  # arcsec
     for spec in settings.grids:
         sign = 1 if tile % 2 == 0 else -1  # alternate the uncovered side and the rotation
@@ -265,7 +265,7 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, settings: Sim
         ]
     ).astype(np.int16)
     pad = np.zeros(n_star)
-    table = {
+    table: dict[str, np.ndarray] = {
         "ID": np.arange(1, n_gal + n_star + 1, dtype=np.int64),
         "ROLE": role,  # Role
         "KIND": kind,  # population.Kind
@@ -348,7 +348,8 @@ def injected_sky(
     want = 10 ** (-0.4 * mags)
     factor = np.where(np.isfinite(want), want / total, 0.0)
     bulge, disk = bulge * factor, disk * factor
-    sky = _layout_given(profile, table, n, tile_size, centred_on_catalog(profile, table, tile_size, settings))
+    centred = centred_on_catalog(profile, table, tile_size, settings)
+    sky = _layout_given(profile, table, n, tile_size, centred, bulge, disk)
     sky.table.update(
         {
             "Z": gal.z,
@@ -369,7 +370,6 @@ def injected_sky(
             "KIND": np.full(n, Kind.BLUE, np.int16),
         }
     )
-    sky.bulge, sky.disk = bulge, disk
     return sky
 
 
@@ -426,7 +426,15 @@ def centred_on_catalog(
     return dataclasses.replace(settings, field=centre)
 
 
-def _layout_given(profile: Profile, table: dict[str, np.ndarray], n: int, tile_size: int, settings: SimSettings) -> Sky:
+def _layout_given(
+    profile: Profile,
+    table: dict[str, np.ndarray],
+    n: int,
+    tile_size: int,
+    settings: SimSettings,
+    bulge: np.ndarray,
+    disk: np.ndarray,
+) -> Sky:
     """Injected objects: at their RA/DEC on a single tile around the field centre, or on the target layout."""
     if "RA" in table:
         centre = _tile_centres(1, tile_size, profile, settings.field)[0]
@@ -441,7 +449,7 @@ def _layout_given(profile: Profile, table: dict[str, np.ndarray], n: int, tile_s
         x = margin + (slot % per_side + 0.5) * spacing
         y = margin + (slot // per_side + 0.5) * spacing
         tile = (np.arange(n) // per_side**2).astype(np.int32)
-    t = {
+    t: dict[str, np.ndarray] = {
         "ID": np.arange(1, n + 1, dtype=np.int64),
         "ROLE": np.full(n, Role.TARGET, np.int16),
         "HOST_ID": np.zeros(n, np.int64),
@@ -449,7 +457,7 @@ def _layout_given(profile: Profile, table: dict[str, np.ndarray], n: int, tile_s
         "X": np.asarray(x, float),
         "Y": np.asarray(y, float),
     }
-    return Sky(table=t, bulge=None, disk=None, n_tiles=int(tile.max()) + 1)
+    return Sky(table=t, bulge=bulge, disk=disk, n_tiles=int(tile.max()) + 1)
 
 
 # ----------------------------------------------------------------------------- catalogues
@@ -840,6 +848,7 @@ def _run_tasks(
     drawn = 0
     with progress_bar(console, "images") as progress:
         bar = progress.add_task("rendering", total=len(tasks))
+        results: Iterator[tuple[str, int]]
         if jobs == 1 or len(tasks) == 1:
             results = map(fn, tasks)
             pool = None
