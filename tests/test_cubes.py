@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 import zarr
-from conftest import survey_field
+from helpers import survey_field
 
 from mmzcli.cubes import fold_of
-from mmzcli.cutout import Flag, compress
+from mmzcli.cutout import compress
+from mmzcli.flags import Flag
 
 
 def test_folds_are_deterministic_balanced_and_order_free():
@@ -31,8 +32,18 @@ def test_folds_are_deterministic_balanced_and_order_free():
 def test_build_cubes_writes_labelled_normalised_store(tmp_path, run_mmz):
     tiles, catalog = survey_field(tmp_path, n=60)
     project = tmp_path / "proj"
-    code, _, err = run_mmz("-q", "build-cubes", "--survey", "tiny", "--project", project,
-                           "--tiles", f"{tiles}/*.fits", "--catalog", catalog)
+    code, _, err = run_mmz(
+        "-q",
+        "build-cubes",
+        "--survey",
+        "tiny",
+        "--project",
+        project,
+        "--tiles",
+        f"{tiles}/*.fits",
+        "--catalog",
+        catalog,
+    )
     assert code == 0, err
     g = zarr.open_group(str(project / "cubes.zarr"), mode="r")
     assert g["cubes"].shape == (60, 3, 32, 32) and g["cubes"].chunks == (32, 3, 32, 32)
@@ -63,15 +74,16 @@ def _blocks_done(partial):
         return 0
 
 
-def test_killed_build_resumes_to_the_same_store(tmp_path):
+def test_killed_build_resumes_to_the_same_store(tmp_path, run_mmz):
     tiles, catalog = survey_field(tmp_path, n=4000, shape=(400, 400), noise=0.05)
-    command = [sys.executable, "-m", "mmzcli", "-q", "build-cubes", "--survey", "tiny",
-               "--tiles", f"{tiles}/*.fits", "--catalog", str(catalog)]
+    args = ["-q", "build-cubes", "--survey", "tiny", "--tiles", f"{tiles}/*.fits", "--catalog", str(catalog)]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    subprocess.run(command + ["--project", str(reference)], check=True)
+    code, _, err = run_mmz(*args, "--project", reference)
+    assert code == 0, err
 
     partial = resumed / "cubes.zarr.partial"
-    process = subprocess.Popen(command + ["--project", str(resumed)])
+    # SIGKILL needs a process of its own to kill: this build alone runs outside pytest
+    process = subprocess.Popen([sys.executable, "-m", "mmzcli", *args, "--project", str(resumed)])
     deadline = time.time() + 60
     while _blocks_done(partial) < 2 and process.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -81,7 +93,8 @@ def test_killed_build_resumes_to_the_same_store(tmp_path):
     assert 2 <= done < 16, "the build must be killed in the middle (16 blocks in all)"
     assert not (resumed / "cubes.zarr").exists()
 
-    subprocess.run(command + ["--project", str(resumed)], check=True)
+    code, _, err = run_mmz(*args, "--project", resumed)
+    assert code == 0, err
     a = zarr.open_group(str(reference / "cubes.zarr"), mode="r")
     b = zarr.open_group(str(resumed / "cubes.zarr"), mode="r")
     assert sorted(b.attrs["blocks_done"]) == list(range(0, 4000, 256))
@@ -97,14 +110,29 @@ def test_a_block_and_its_running_sums_are_recorded_in_one_write(tmp_path, monkey
 
     from mmzcli import store
 
-    group = store.open_for_writing(tmp_path / "s.zarr", key="k", n=4, bands=["g", "r"], size=8,
-                                   image_name="cubes", columns={"id": np.arange(4)}, attrs={},
-                                   overwrite=False)
+    group = store.open_for_writing(
+        tmp_path / "s.zarr",
+        key="k",
+        n=4,
+        bands=["g", "r"],
+        size=8,
+        image_name="cubes",
+        columns={"id": np.arange(4)},
+        attrs={},
+        overwrite=False,
+    )
     writes = []
     save = AsyncGroup._save_metadata
     monkeypatch.setattr(AsyncGroup, "_save_metadata", lambda self, *a, **k: writes.append(1) or save(self, *a, **k))
-    store.write_block(group, "cubes", 0, np.ones((2, 2, 8, 8), np.float32), np.ones((2, 2), bool),
-                      np.zeros(2, np.int32), {"norm_sums": [[1.0, 2.0]], "other": 3})
+    store.write_block(
+        group,
+        "cubes",
+        0,
+        np.ones((2, 2, 8, 8), np.float32),
+        np.ones((2, 2), bool),
+        np.zeros(2, np.int32),
+        {"norm_sums": [[1.0, 2.0]], "other": 3},
+    )
     assert len(writes) == 1
     attrs = zarr.open_group(str(store.partial_path(tmp_path / "s.zarr")), mode="r").attrs
     assert attrs["blocks_done"] == [0] and attrs["norm_sums"] == [[1.0, 2.0]] and attrs["other"] == 3

@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 import zarr
 from astropy.io import fits
-from conftest import render, survey_field, tan_wcs, write_catalog, write_tile
+from helpers import render, survey_field, tan_wcs, write_catalog, write_tile
 
-from mmzcli.cutout import Flag, background, cut_image, index_tiles
+from mmzcli.cutout import cut_image
+from mmzcli.flags import Flag
 from mmzcli.profiles import load_profile
+from mmzcli.tiles import background, index_tiles
 
 RA0, DEC0 = 150.0, 2.0
 
 
 def centroid(stamp: np.ndarray):
-    y, x = np.mgrid[0:stamp.shape[0], 0:stamp.shape[1]]
+    y, x = np.mgrid[0 : stamp.shape[0], 0 : stamp.shape[1]]
     w = np.clip(stamp, 0, None)
     return (w * x).sum() / w.sum(), (w * y).sum() / w.sum()
 
@@ -78,10 +80,24 @@ def test_edge_nan_missing_and_outside_flags(tmp_path, run_mmz):
     for band in ("g", "r"):  # no i-band tile
         write_tile(tmp_path / f"f-{band}.fits", band, wcs, data)
     (ra_edge, dec_edge), (ra_nan, dec_nan), (ra_in, dec_in) = wcs.all_pix2world([[3, 50], [55, 55], [30, 30]], 0)
-    cat = write_catalog(tmp_path / "src.csv", ID=[1, 2, 3, 4], RA=[ra_edge, ra_nan, ra_in, RA0 + 1],
-                        DEC=[dec_edge, dec_nan, dec_in, DEC0])
-    code, _, err = run_mmz("--quiet", "cutout", tmp_path / "f-g.fits", tmp_path / "f-r.fits", "--catalog", cat,
-                           "--profile", "tiny", "-o", tmp_path / "s.zarr")
+    cat = write_catalog(
+        tmp_path / "src.csv",
+        ID=[1, 2, 3, 4],
+        RA=[ra_edge, ra_nan, ra_in, RA0 + 1],
+        DEC=[dec_edge, dec_nan, dec_in, DEC0],
+    )
+    code, _, err = run_mmz(
+        "--quiet",
+        "cutout",
+        tmp_path / "f-g.fits",
+        tmp_path / "f-r.fits",
+        "--catalog",
+        cat,
+        "--profile",
+        "tiny",
+        "-o",
+        tmp_path / "s.zarr",
+    )
     assert code == 0, err
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     flags = g["flags"][:]
@@ -101,8 +117,9 @@ def test_multi_extension_tiles_and_file_name_bands(tmp_path):
     profile = load_profile("tiny")
     wcs = tan_wcs(RA0, DEC0, 0.2, (64, 64))
     header = wcs.to_header()
-    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(np.full((64, 64), k, np.float32), header=header, name=band)
-                                  for k, band in enumerate(["r", "g"])]
+    hdus = [fits.PrimaryHDU()] + [
+        fits.ImageHDU(np.full((64, 64), k, np.float32), header=header, name=band) for k, band in enumerate(["r", "g"])
+    ]
     fits.HDUList(hdus).writeto(tmp_path / "mef.fits")
     write_tile(tmp_path / "x_i.fits", "i", wcs, np.ones((64, 64)), filter_keyword=False)
     images = index_tiles([tmp_path / "mef.fits", tmp_path / "x_i.fits"], profile)
@@ -114,11 +131,21 @@ def test_parallel_equals_serial_and_catalog_order_is_kept(tmp_path, run_mmz):
     outs = []
     for jobs in (1, 2):
         out = tmp_path / f"j{jobs}.zarr"
-        code, _, err = run_mmz("-q", "cutout", *sorted(tiles.glob("*.fits")), "--catalog", catalog,
-                               "--profile", "tiny", "-o", out, "-j", jobs)
+        code, _, err = run_mmz(
+            "-q",
+            "cutout",
+            *sorted(tiles.glob("*.fits")),
+            "--catalog",
+            catalog,
+            "--profile",
+            "tiny",
+            "-o",
+            out,
+            "-j",
+            jobs,
+        )
         assert code == 0, err
         outs.append(zarr.open_group(str(out), mode="r"))
     np.testing.assert_array_equal(outs[0]["stamps"][:], outs[1]["stamps"][:])
     np.testing.assert_array_equal(outs[0]["id"][:], np.arange(1000, 1600))
     assert outs[0]["stamps"].shape == (600, 3, 32, 32)
-

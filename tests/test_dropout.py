@@ -7,54 +7,66 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from conftest import survey_field
-from test_evaluate import is_png
+from helpers import is_png, mmz_ok, survey_field
 
 from mmzcli import metrics, pdf
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a small busy machine two threads wait on each other ~20x longer than they compute."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, one_thread):
+def project(tmp_path_factory, one_torch_thread):
     """A tiny-profile project with a two-fold run trained (one epoch) with modality dropout."""
-    from mmzcli.cli import main
-
     tmp = tmp_path_factory.mktemp("dropout")
     tiles, catalog = survey_field(tmp, n=150, shape=(256, 256))
     project = tmp / "proj"
-    for argv in (["-q", "build-cubes", "--survey", "tiny", "--project", project, "--tiles", f"{tiles}/*.fits",
-                  "--catalog", catalog],
-                 ["-q", "train", "--project", project, "--folds", "2", "--epochs", "1", "--name", "mdrop",
-                  "--modality-dropout", *TINY]):
-        try:
-            main([str(a) for a in argv])
-        except SystemExit as exc:
-            assert exc.code in (0, None)
+    mmz_ok(
+        "-q",
+        "build-cubes",
+        "--survey",
+        "tiny",
+        "--project",
+        project,
+        "--tiles",
+        f"{tiles}/*.fits",
+        "--catalog",
+        catalog,
+    )
+    mmz_ok(
+        "-q",
+        "train",
+        "--project",
+        project,
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--name",
+        "mdrop",
+        "--modality-dropout",
+        *TINY,
+    )
     return project
 
 
 def test_scan_drops_each_modality_and_ranks_by_mean_sigma_mad(project, run_mmz, tmp_path):
-    code, _, err = run_mmz("dropout-scan", "--run", "mdrop", "--project", project, "--baseline", "mdrop",
-                           "-o", tmp_path)
+    code, _, err = run_mmz(
+        "dropout-scan", "--run", "mdrop", "--project", project, "--baseline", "mdrop", "-o", tmp_path
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "dropout.json").read_text())
     curves = {c["label"]: c for c in report["curves"]}
     # two-band first-order modalities plus every single-band one (paper 7.4), nothing dropped, the baseline run
     assert set(curves) == {"nothing dropped", "g_r", "r_i", "g", "r", "i", "run mdrop"}
-    assert [curves[k]["kind"] for k in ("g_r", "g", "nothing dropped", "run mdrop")] == \
-        ["multi", "single", "none", "reference"]
+    assert [curves[k]["kind"] for k in ("g_r", "g", "nothing dropped", "run mdrop")] == [
+        "multi",
+        "single",
+        "none",
+        "reference",
+    ]
     means = [c["mean"] for c in report["curves"]]
     assert means == sorted(means) and report["folds"] == [0, 1]
     none = curves["nothing dropped"]
@@ -91,6 +103,7 @@ def test_unknown_run_or_baseline_without_predictions_exit_2(project, run_mmz, tm
     unfinished = project / "runs" / "unfinished"
     unfinished.mkdir(exist_ok=True)
     shutil.copy(project / "runs" / "mdrop" / "config.yaml", unfinished / "config.yaml")
-    code, _, err = run_mmz("dropout-scan", "--run", "mdrop", "--project", project, "--baseline", "unfinished",
-                           "-o", tmp_path)
+    code, _, err = run_mmz(
+        "dropout-scan", "--run", "mdrop", "--project", project, "--baseline", "unfinished", "-o", tmp_path
+    )
     assert code == 2 and "no out-of-fold predictions" in err and len(err.strip().splitlines()) == 1, err

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import tan_wcs, write_catalog, write_tile
+from helpers import tan_wcs, write_catalog, write_tile
 
+from mmzcli.errors import ConfigError
 from mmzcli.profiles import load_profile
 
 RA0, DEC0 = 150.0, 2.0
@@ -102,19 +100,23 @@ def test_a_complete_store_is_not_overwritten_silently(run_mmz, field):
     assert run_mmz(*args, "--overwrite")[0] == 0
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mmzcli", "--debug", "profiles", "show", "lsst"],
-                            capture_output=True, text=True)
-    assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+def test_debug_shows_the_traceback(run_mmz):
+    """Under --debug the error is raised on, not turned into exit 2: Python then prints its traceback."""
+    with pytest.raises(ConfigError, match="unknown profile 'lsst'"):
+        run_mmz("--debug", "profiles", "show", "lsst")
+    code, _, err = run_mmz("profiles", "show", "lsst")  # and the next command is back to one line
+    assert code == 2 and "unknown profile 'lsst'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_science_plane_of_files_with_mask_and_variance(tmp_path):
     wcs = tan_wcs(RA0, DEC0, 0.2, (16, 16))
     primary = fits.PrimaryHDU(header=fits.Header({"FILTER": "HSC-I"}))
-    planes = [fits.ImageHDU(np.zeros((16, 16), np.float32), header=wcs.to_header(), name=name)
-              for name in ("IMAGE", "MASK", "VARIANCE")]
+    planes = [
+        fits.ImageHDU(np.zeros((16, 16), np.float32), header=wcs.to_header(), name=name)
+        for name in ("IMAGE", "MASK", "VARIANCE")
+    ]
     fits.HDUList([primary, *planes]).writeto(tmp_path / "calexp-HSC-I-9813-4,4.fits")
-    from mmzcli.cutout import index_tiles
+    from mmzcli.tiles import index_tiles
 
     (image,) = index_tiles([tmp_path / "calexp-HSC-I-9813-4,4.fits"], load_profile("hsc6"))
     assert (image.hdu, image.band) == (1, "i")

@@ -6,59 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import EDGES, HEADER, as_written, gaussian_pdfs, is_png, simulated, write_photoz_catalog
 from scipy import stats
-from scipy.special import ndtr
 
 from mmzcli import metrics
-from mmzcli.catalog import write_photoz
-
-EDGES = np.linspace(0.0, 2.0, 101)
-HEADER = {"PROFILE": "tiny", "RUN": "test", "OUTLTHR": 0.15, "REFBAND": "i", "CATKIND": "oof"}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def gaussian_pdfs(mu: np.ndarray, sigma: np.ndarray, edges: np.ndarray = EDGES) -> np.ndarray:
-    """Each row: a Gaussian integrated over the bins, renormalised to the grid."""
-    cdf = ndtr((edges[None, :] - mu[:, None]) / sigma[:, None])
-    p = np.diff(cdf, axis=1) + 1e-12
-    return p / p.sum(axis=1, keepdims=True)
-
-
-def simulated(n: int, scatter: float, outliers: float, seed: int, first_id: int = 1000) -> dict:
-    """Columns of an out-of-fold catalogue: Gaussian PDFs around z_spec with ``scatter``(1+z), some outliers."""
-    rng = np.random.default_rng(seed)
-    z_spec = rng.uniform(0.1, 1.8, n)
-    sigma = scatter * (1 + z_spec)
-    mu = z_spec + sigma * rng.normal(size=n)
-    wrong = rng.random(n) < outliers
-    mu[wrong] = rng.uniform(0.1, 1.9, wrong.sum())
-    ids = np.arange(first_id, first_id + n)
-    return {"ID": ids, "RA": np.full(n, 150.0), "DEC": np.full(n, 2.0), "PDF": gaussian_pdfs(mu, sigma),
-            "Z_SPEC": z_spec, "FOLD": (ids % 5).astype(np.int16),
-            "MAG_I": 19.0 + 3.0 * rng.random(n) + z_spec, "FLAGS": np.zeros(n, np.int32)}
-
-
-def write_catalog(path, columns: dict, edges: np.ndarray = EDGES, header: dict | None = None, drop=()):
-    from mmzcli import pdf
-
-    cols = {k: v for k, v in columns.items() if k not in drop}
-    cols["PDF"] = np.asarray(cols["PDF"], np.float32)
-    cols.setdefault("Z_PHOT", pdf.median(cols["PDF"], edges))
-    for name in ("Z_SPEC", "MAG_I"):
-        if name in cols:
-            cols[name] = np.asarray(cols[name], np.float32)
-    write_photoz(path, cols, edges, HEADER if header is None else header)
-    return path
-
-
-def as_written(columns: dict) -> dict:
-    """The values as the FITS catalogue stores them (float32 Z_PHOT, Z_SPEC, MAG_I, PDF)."""
-    from mmzcli import pdf
-
-    p = np.asarray(columns["PDF"], np.float32)
-    return {"z_phot": pdf.median(p, EDGES).astype(np.float32).astype(np.float64), "pdf": p.astype(np.float64),
-            "z_spec": columns["Z_SPEC"].astype(np.float32).astype(np.float64),
-            "mag": columns["MAG_I"].astype(np.float32).astype(np.float64), "fold": columns["FOLD"]}
 
 
 def crps_by_integration(pdf: np.ndarray, edges: np.ndarray, z: float, points: int = 40001) -> float:
@@ -71,20 +22,17 @@ def crps_by_integration(pdf: np.ndarray, edges: np.ndarray, z: float, points: in
 
 def reference_metrics(dz: np.ndarray, threshold: float) -> dict:
     med = np.percentile(dz, 50)
-    return {"sigma_mad": 1.4826 * np.percentile(np.abs(dz - med), 50),
-            "eta": np.count_nonzero(np.abs(dz) >= threshold) / len(dz), "bias": np.sum(dz) / len(dz)}
-
-
-def is_png(path) -> bool:
-    from matplotlib.image import imread
-
-    return path.read_bytes()[:8] == PNG_SIGNATURE and min(imread(path).shape[:2]) > 200
+    return {
+        "sigma_mad": 1.4826 * np.percentile(np.abs(dz - med), 50),
+        "eta": np.count_nonzero(np.abs(dz) >= threshold) / len(dz),
+        "bias": np.sum(dz) / len(dz),
+    }
 
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
     columns = simulated(400, 0.04, 0.06, seed=3)
-    return write_catalog(tmp_path_factory.mktemp("eval") / "oof.fits", columns), columns
+    return write_photoz_catalog(tmp_path_factory.mktemp("eval") / "oof.fits", columns), columns
 
 
 def test_metrics_equal_an_independent_computation(catalog, run_mmz, tmp_path):
@@ -122,8 +70,10 @@ def test_metrics_equal_an_independent_computation(catalog, run_mmz, tmp_path):
 
 def test_eta_uses_the_threshold_of_the_catalogue_header(tmp_path, run_mmz):
     columns = simulated(300, 0.04, 0.05, seed=4)
-    sdss = write_catalog(tmp_path / "sdss.fits", columns, header={**HEADER, "OUTLTHR": 0.05})
-    none = write_catalog(tmp_path / "none.fits", columns, header={k: v for k, v in HEADER.items() if k != "OUTLTHR"})
+    sdss = write_photoz_catalog(tmp_path / "sdss.fits", columns, header={**HEADER, "OUTLTHR": 0.05})
+    none = write_photoz_catalog(
+        tmp_path / "none.fits", columns, header={k: v for k, v in HEADER.items() if k != "OUTLTHR"}
+    )
     ref = as_written(columns)
     dz = (ref["z_phot"] - ref["z_spec"]) / (1 + ref["z_spec"])
 
@@ -178,8 +128,8 @@ def test_several_catalogues_are_matched_by_id_and_compared_on_common_objects(tmp
     shuffled = np.random.default_rng(0).permutation(len(keep) + 25)
     b_cols = {k: np.concatenate([v[keep], v[:25]])[shuffled] for k, v in b.items()}
     b_cols["ID"] = np.concatenate([a["ID"][keep], np.arange(9000, 9025)])[shuffled]
-    path_a = write_catalog(tmp_path / "a.fits", a)
-    path_b = write_catalog(tmp_path / "b.fits", b_cols)
+    path_a = write_photoz_catalog(tmp_path / "a.fits", a)
+    path_b = write_photoz_catalog(tmp_path / "b.fits", b_cols)
 
     code, out, err = run_mmz("evaluate", path_a, path_b, "-o", tmp_path / "out", "--json")
     assert code == 0, err
@@ -199,11 +149,16 @@ def test_truth_table_supplies_z_spec_and_magnitudes(tmp_path, run_mmz):
     from astropy.table import Table
 
     columns = simulated(200, 0.04, 0.05, seed=8)
-    with_truth = write_catalog(tmp_path / "with.fits", columns)
-    without = write_catalog(tmp_path / "without.fits", columns, drop=("Z_SPEC", "MAG_I", "FOLD"))
+    with_truth = write_photoz_catalog(tmp_path / "with.fits", columns)
+    without = write_photoz_catalog(tmp_path / "without.fits", columns, drop=("Z_SPEC", "MAG_I", "FOLD"))
     truth = tmp_path / "specz.fits"
-    Table({"ID": columns["ID"][::-1], "Z_SPEC": columns["Z_SPEC"][::-1].astype(np.float32),
-           "MAG_i": columns["MAG_I"][::-1].astype(np.float32)}).write(truth)
+    Table(
+        {
+            "ID": columns["ID"][::-1],
+            "Z_SPEC": columns["Z_SPEC"][::-1].astype(np.float32),
+            "MAG_i": columns["MAG_I"][::-1].astype(np.float32),
+        }
+    ).write(truth)
 
     code, out, err = run_mmz("evaluate", with_truth, "-o", tmp_path / "a", "--json", "--no-plots")
     expect = json.loads(out)[str(with_truth)]
@@ -223,11 +178,12 @@ def bad_inputs(tmp_path, catalog):
     coarse = np.linspace(0.0, 2.0, 51)
     return {
         "good": good,
-        "disjoint": write_catalog(tmp_path / "disjoint.fits", other),
-        "no_zspec": write_catalog(tmp_path / "no_zspec.fits", columns, drop=("Z_SPEC",)),
-        "coarse": write_catalog(tmp_path / "coarse.fits", dict(columns, PDF=columns["PDF"].reshape(-1, 50, 2).sum(2)),
-                                edges=coarse),
-        "sdss": write_catalog(tmp_path / "sdss.fits", columns, header={**HEADER, "OUTLTHR": 0.05}),
+        "disjoint": write_photoz_catalog(tmp_path / "disjoint.fits", other),
+        "no_zspec": write_photoz_catalog(tmp_path / "no_zspec.fits", columns, drop=("Z_SPEC",)),
+        "coarse": write_photoz_catalog(
+            tmp_path / "coarse.fits", dict(columns, PDF=columns["PDF"].reshape(-1, 50, 2).sum(2)), edges=coarse
+        ),
+        "sdss": write_photoz_catalog(tmp_path / "sdss.fits", columns, header={**HEADER, "OUTLTHR": 0.05}),
         "not_photoz": write_catalog_plain(tmp_path / "plain.fits"),
     }
 
@@ -239,14 +195,17 @@ def write_catalog_plain(path):
     return path
 
 
-@pytest.mark.parametrize("args, message", [
-    (["good", "disjoint"], "no common ID"),
-    (["no_zspec"], "no column 'Z_SPEC'; give the spectroscopic redshifts with --truth"),
-    (["good", "coarse"], "different redshift grids (100 bins on 0-2 vs 50 bins on 0-2)"),
-    (["good", "sdss"], "different outlier thresholds"),
-    (["good", "--mag-col", "MAG_Q"], "no column 'MAG_Q' for --mag-col"),
-    (["not_photoz"], "no HDU 'PHOTOZ'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["good", "disjoint"], "no common ID"),
+        (["no_zspec"], "no column 'Z_SPEC'; give the spectroscopic redshifts with --truth"),
+        (["good", "coarse"], "different redshift grids (100 bins on 0-2 vs 50 bins on 0-2)"),
+        (["good", "sdss"], "different outlier thresholds"),
+        (["good", "--mag-col", "MAG_Q"], "no column 'MAG_Q' for --mag-col"),
+        (["not_photoz"], "no HDU 'PHOTOZ'"),
+    ],
+)
 def test_bad_inputs_exit_2_with_one_line(bad_inputs, run_mmz, tmp_path, args, message):
     argv = [str(bad_inputs.get(a, a)) for a in args]
     code, out, err = run_mmz("evaluate", *argv, "-o", tmp_path / "out")

@@ -24,16 +24,16 @@ from mmzcli.model import (
     ModelConfig,
     PhotoZNet,
     SamePool2x2,
+    add_modalities,
     build_variant,
     count_parameters,
-    add_modalities,
     loss_fn,
     modalities_from_profile,
     parse_modalities,
 )
 
 BANDS = ("u", "g", "r", "i", "z")
-TINY = dict(width=0.1, n_bins=12, z_max=1.0)
+TINY = {"width": 0.1, "n_bins": 12, "z_max": 1.0}
 
 
 @pytest.fixture(autouse=True)
@@ -41,13 +41,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs gain nothing from threads, and on shared cores two threads ran several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 MODALITY_SETTINGS = {
@@ -66,6 +60,7 @@ def tiny(modalities=(), **kw) -> PhotoZNet:
 
 
 # ----------------------------------------------------------------------------- shapes
+
 
 @pytest.mark.parametrize("setting", list(MODALITY_SETTINGS))
 @pytest.mark.parametrize("fusion_type", FUSION_TYPES)
@@ -110,6 +105,7 @@ def test_64_pixel_input_reaches_tail_at_8px():
 
 # ----------------------------------------------------------------------------- grouped = per-modality reference
 
+
 def _ref_seq(seq: nn.Sequential, x, g: int, groups: int):
     """Run a grouped conv unit (or a chain of them) for group g alone, with sliced weights."""
     for layer in seq:
@@ -117,14 +113,20 @@ def _ref_seq(seq: nn.Sequential, x, g: int, groups: int):
             x = _ref_seq(layer, x, g, groups)
         elif isinstance(layer, nn.Conv2d):
             co = layer.out_channels // groups
-            x = F.conv2d(x, layer.weight[g * co:(g + 1) * co], layer.bias[g * co:(g + 1) * co],
-                         padding=layer.padding)
+            x = F.conv2d(
+                x, layer.weight[g * co : (g + 1) * co], layer.bias[g * co : (g + 1) * co], padding=layer.padding
+            )
         elif isinstance(layer, nn.PReLU):
             co = layer.weight.numel() // groups
-            x = F.prelu(x, layer.weight[g * co:(g + 1) * co])
+            x = F.prelu(x, layer.weight[g * co : (g + 1) * co])
         elif isinstance(layer, Inception):
-            x = torch.cat([_ref_seq(nn.Sequential(b), x, g, groups) for b in
-                           (layer.branch1x1, layer.branch5x5, layer.branch3x3, layer.branch_pool)], 1)
+            x = torch.cat(
+                [
+                    _ref_seq(nn.Sequential(b), x, g, groups)
+                    for b in (layer.branch1x1, layer.branch5x5, layer.branch3x3, layer.branch_pool)
+                ],
+                1,
+            )
         elif isinstance(layer, (nn.ReLU, nn.Tanh, nn.AvgPool2d, SamePool2x2)):
             x = layer(x)
         else:
@@ -163,14 +165,17 @@ def reference_forward(model: PhotoZNet, x, ebv, drop=None):
     return model.forward_head(torch.cat([h, ebv[:, None]], 1))
 
 
-@pytest.mark.parametrize("fusion,fusion_type,setting", [
-    ("early", "concat", "size2"),
-    ("extremely-early", "concat", "orders12"),
-    ("middle", "concat", "all-band"),
-    ("late", "concat", "dropout"),
-    ("early", "cross", "all-band"),
-    ("very-early", "cross", "size3"),
-])
+@pytest.mark.parametrize(
+    "fusion,fusion_type,setting",
+    [
+        ("early", "concat", "size2"),
+        ("extremely-early", "concat", "orders12"),
+        ("middle", "concat", "all-band"),
+        ("late", "concat", "dropout"),
+        ("early", "cross", "all-band"),
+        ("very-early", "cross", "size3"),
+    ],
+)
 def test_grouped_equals_per_modality_reference(fusion, fusion_type, setting):
     model = tiny(MODALITY_SETTINGS[setting](), fusion=fusion, fusion_type=fusion_type).eval()
     with torch.no_grad():  # give every modality its own PReLU slopes and biases
@@ -196,6 +201,7 @@ def test_parallel_layers_are_one_grouped_conv_per_layer():
 
 
 # ----------------------------------------------------------------------------- outputs, loss, training
+
 
 def test_pdf_sums_to_one_and_preprocessing():
     model = tiny(modalities_from_profile(BANDS, 2)).eval()
@@ -284,6 +290,7 @@ def test_batch_norm_option():
 
 # ----------------------------------------------------------------------------- modality dropout
 
+
 def test_modality_dropout_only_in_training():
     model = tiny(modalities_from_profile(BANDS, 2, single_band=True), modality_dropout=True)
     x = torch.randn(2, 5, 32, 32)
@@ -305,17 +312,11 @@ def test_modality_dropout_only_in_training():
 
 # ----------------------------------------------------------------------------- modalities, errors
 
-def test_fusion_names_match_the_profiles():
-    from mmzcli.profiles import FUSION_STAGES
-
-    assert tuple(FUSION_DEPTH) == tuple(FUSION_STAGES)
-
 
 def test_modalities_follow_table_c2():
     b = HSC9_BANDS
     name = lambda mods: ["_".join(m) for m in mods]  # noqa: E731
-    assert name(modalities_from_profile(b, 2, (1,))) == [
-        "u_g", "g_r", "r_i", "i_z", "z_y", "y_J", "J_H", "H_Ks"]
+    assert name(modalities_from_profile(b, 2, (1,))) == ["u_g", "g_r", "r_i", "i_z", "z_y", "y_J", "J_H", "H_Ks"]
     assert name(modalities_from_profile(b, 2, (2,))) == ["u_r", "g_i", "r_z", "i_y", "z_J", "y_H", "J_Ks"]
     assert name(modalities_from_profile(b, 2, (3,))) == ["u_i", "g_z", "r_y", "i_J", "z_H", "y_Ks"]
     assert name(modalities_from_profile(b, 3, (2,))) == ["u_r_z", "g_i_y", "r_z_J", "i_y_H", "z_J_Ks"]
@@ -330,12 +331,15 @@ def test_modalities_follow_table_c2():
     assert explicit == (("u", "g"), ("g", "r"), b, *((x,) for x in b))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(fusion="earliest"), r"unknown fusion 'earliest'; choose one of extremely-early, very-early, early"),
-    (dict(fusion_type="sum"), r"unknown fusion type 'sum'; choose one of concat, cross"),
-    (dict(modalities=(("u", "q"),)), r"unknown band 'q'; the bands are u, g, r, i, z"),
-    (dict(width=0), r"width must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"fusion": "earliest"}, r"unknown fusion 'earliest'; choose one of extremely-early, very-early, early"),
+        ({"fusion_type": "sum"}, r"unknown fusion type 'sum'; choose one of concat, cross"),
+        ({"modalities": (("u", "q"),)}, r"unknown band 'q'; the bands are u, g, r, i, z"),
+        ({"width": 0}, r"width must be positive"),
+    ],
+)
 def test_bad_config_raises_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         ModelConfig(bands=BANDS, **kwargs)
@@ -356,9 +360,9 @@ def test_bad_modalities_raise_config_error():
 
 # ----------------------------------------------------------------------------- parameter counts (Table C.1)
 
+
 def test_parameter_counts_match_table_c1():
     assert set(VARIANTS) == set(PAPER_PARAMETERS_M) and len(VARIANTS) == 13
     for name, paper in PAPER_PARAMETERS_M.items():
         n = count_parameters(build_variant(name, device="meta"))
-        assert abs(n / (paper * 1e6) - 1) < 0.05, (name, n, paper)
         assert abs(n / (paper * 1e6) - 1) < 0.015, (name, n, paper)  # what design.md §4 promises

@@ -13,36 +13,40 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from helpers import mmz_ok
 
 from mmzcli.catalog import read_photoz
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch"]
 
-
-def _mmz(*args):
-    from mmzcli.cli import main
-
-    try:
-        main(["-q", *map(str, args)])
-    except SystemExit as exc:
-        assert exc.code in (0, None), args
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, one_torch_thread):
     """A simulated two-tile 'tiny' survey with a one-fold run trained for two epochs."""
     project = tmp_path_factory.mktemp("predict") / "proj"
-    _mmz("simulate", "--profile", "tiny", "-n", "150", "--tile-size", "512", "--project", project)
-    _mmz("build-cubes", "--project", project)
-    _mmz("train", "--project", project, "--fold", "0", "--epochs", "2", "--name", "run", *TINY)
+    mmz_ok("-q", "simulate", "--profile", "tiny", "-n", "150", "--tile-size", "512", "--project", project)
+    mmz_ok("-q", "build-cubes", "--project", project)
+    mmz_ok("-q", "train", "--project", project, "--fold", "0", "--epochs", "2", "--name", "run", *TINY)
     return project
 
 
 @pytest.fixture(scope="module")
 def catalogue(project):
     out = project / "photoz.fits"
-    _mmz("predict", *_tiles(project), "--catalog", project / "specz.fits", "-o", out, "--project", project,
-         "--no-amp")
+    mmz_ok(
+        "-q",
+        "predict",
+        *_tiles(project),
+        "--catalog",
+        project / "specz.fits",
+        "-o",
+        out,
+        "--project",
+        project,
+        "--no-amp",
+    )
     return out
 
 
@@ -55,13 +59,39 @@ def test_catalogue_columns_hdus_units_and_provenance(catalogue, project):
         assert [h.name for h in hdul] == ["PRIMARY", "PHOTOZ", "ZGRID"]
         assert isinstance(hdul["ZGRID"], fits.BinTableHDU)  # TOPCAT reads tables, not images
         header = hdul["PHOTOZ"].header
-        for key in ("MMZVERS", "PROFILE", "RUN", "RUNHASH", "NMODELS", "FUSION", "MODALITY", "NBINS", "ZMIN",
-                    "ZMAX", "OUTLTHR", "CATKIND"):
+        for key in (
+            "MMZVERS",
+            "PROFILE",
+            "RUN",
+            "RUNHASH",
+            "NMODELS",
+            "FUSION",
+            "MODALITY",
+            "NBINS",
+            "ZMIN",
+            "ZMAX",
+            "OUTLTHR",
+            "CATKIND",
+        ):
             assert key in header, key
         assert header["PROFILE"] == "tiny" and header["RUN"] == "run" and header["NMODELS"] == 1
         names = hdul["PHOTOZ"].columns.names
-        for column in ("ID", "RA", "DEC", "Z_PHOT", "Z_MODE", "Z_MEAN", "Z_L68", "Z_U68", "Z_L95", "Z_U95",
-                       "ODDS", "Z_REG", "FLAGS", "PDF"):
+        for column in (
+            "ID",
+            "RA",
+            "DEC",
+            "Z_PHOT",
+            "Z_MODE",
+            "Z_MEAN",
+            "Z_L68",
+            "Z_U68",
+            "Z_L95",
+            "Z_U95",
+            "ODDS",
+            "Z_REG",
+            "FLAGS",
+            "PDF",
+        ):
             assert column in names, column
         assert hdul["PHOTOZ"].columns["RA"].unit == "deg"
         assert header[f"TCOMM{names.index('Z_PHOT') + 1}"].startswith("photometric redshift")
@@ -115,9 +145,9 @@ def test_tiles_give_the_out_of_fold_pdfs_of_training(catalogue, project, run_mmz
 
 
 def test_detect_finds_isolated_sources_above_10_sigma(project):
-    from mmzcli.cutout import expand_tiles, index_tiles
     from mmzcli.detect import detect
     from mmzcli.profiles import load_profile
+    from mmzcli.tiles import expand_tiles, index_tiles
 
     profile = load_profile("tiny")
     images = index_tiles(expand_tiles([project / "tiles" / "*.fits"]), profile)
@@ -162,7 +192,7 @@ def test_shards_and_resume_merge_into_the_same_catalogue(project, catalogue, run
     assert run_mmz("-q", "predict", *common, "--shard", "0/2")[0] == 0
     assert not out.exists()  # a shard never writes the catalogue
     parts = out.with_name(out.name + ".parts")
-    (done,) = [p for p in parts.glob("*.npz")]
+    (done,) = list(parts.glob("*.npz"))
     # mark the finished tile: --resume must keep it, not redo it
     with np.load(done) as part:
         marked = {k: part[k] for k in part.files}
@@ -201,7 +231,7 @@ def test_bad_runs_and_tiles_exit_2_without_a_catalogue(project, run_mmz, tmp_pat
     out = tmp_path / "cat.fits"
     specz = ["--catalog", project / "specz.fits", "-o", out, "--project", project]
     code, _, err = run_mmz("predict", *_tiles(project), *specz, "--run", "nosuchrun")
-    assert code == 2 and "no run 'nosuchrun'" in err and "run" in err
+    assert code == 2 and "no run 'nosuchrun'" in err and "(runs: run)" in err  # names the runs there are
     only_gr = [t for t in _tiles(project) if not t.name.endswith("-i.fits")]
     code, _, err = run_mmz("predict", *only_gr, *specz)
     assert code == 2 and "band(s) i" in err
@@ -221,12 +251,88 @@ def test_bad_runs_and_tiles_exit_2_without_a_catalogue(project, run_mmz, tmp_pat
 
 def test_torchrun_ranks_share_the_tiles_and_rank_0_merges(project, catalogue):
     out = project / "torchrun.fits"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
-               "-m", "mmzcli", "-q", "predict", *map(str, _tiles(project)), "--catalog", str(project / "specz.fits"),
-               "-o", str(out), "--project", str(project), "--no-amp", "--device", "cpu"]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            timeout=300)
+    # torchrun starts the ranks as processes; --standalone rendezvous on a free port (no fixed port to collide on)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "mmzcli",
+        "-q",
+        "predict",
+        *map(str, _tiles(project)),
+        "--catalog",
+        str(project / "specz.fits"),
+        "-o",
+        str(out),
+        "--project",
+        str(project),
+        "--no-amp",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     merged, straight = read_photoz(out), read_photoz(catalogue)
     np.testing.assert_array_equal(merged.columns["ID"], straight.columns["ID"])
     np.testing.assert_allclose(merged.columns["PDF"], straight.columns["PDF"], atol=1e-6)
+
+
+def test_without_catalog_every_source_is_detected_as_the_user_expects(project, run_mmz):
+    """``mmz predict tiles/*.fits -o photoz_cat.fits``, as the README writes it: detection, and the summary says so."""
+    out = project / "photoz_cat.fits"
+    code, _, err = run_mmz("predict", *_tiles(project), "-o", out, "--project", project)
+    assert code == 0, err
+    assert "detected with sep" in " ".join(err.split())
+    cat = read_photoz(out, require=("ID", "X", "Y", "TILE", "PDF"))
+    assert len(cat) > 100 and len(set(cat.columns["ID"])) == len(cat)
+    assert set(cat.columns["TILE"].astype(str)) == {"tile-0000-i.fits", "tile-0001-i.fits"}
+    code, _, err = run_mmz(
+        "predict",
+        *_tiles(project),
+        "--detect",
+        "--catalog",
+        project / "specz.fits",
+        "-o",
+        project / "both.fits",
+        "--project",
+        project,
+    )
+    assert code == 2 and "one of the two" in err
+
+
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_a_full_disk_is_the_outputs_fault_never_the_tiles(project, run_mmz, monkeypatch, keep_going):
+    """With a full disk, predict blamed the input tile, and --keep-going recorded a healthy tile as skipped."""
+    import errno
+
+    from mmzcli import predict
+
+    def no_space(path, **_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(predict.np, "savez", no_space)
+    out = project / f"full-{keep_going}.fits"
+    code, _, err = run_mmz(
+        "-q",
+        "predict",
+        *_tiles(project),
+        "--catalog",
+        project / "specz.fits",
+        "-o",
+        out,
+        "--project",
+        project,
+        "--no-amp",
+        *(["--keep-going"] if keep_going else []),
+    )
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "No space left on device" in err and "free some disk space" in err
+    assert f"{out.name}.parts" in err  # the output's part file is named, not a tile
+    assert not out.exists()
+    assert not list(out.with_name(out.name + ".parts").glob("*.skipped"))

@@ -53,17 +53,20 @@ def _write(tmp_path, data, name="p.yaml"):
     return path
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.pop("pixel_scale"), "p.yaml: profile: missing required key 'pixel_scale'"),
-    (lambda d: d.update(colour="red"), "p.yaml: profile: unknown key 'colour'"),
-    (lambda d: d["bands"][1].update(depth="deep"), "p.yaml: bands[1].depth: expected a number, got 'deep'"),
-    (lambda d: d["bands"][0].pop("filter"), "p.yaml: bands[0]: missing required key 'filter'"),
-    (lambda d: d.update(reference_band="q"), "p.yaml: reference_band: 'q' is not a band"),
-    (lambda d: d["redshift_grid"].update(n_bins=0), "p.yaml: redshift_grid.n_bins: expected a positive value"),
-    (lambda d: d.update(fusion="sideways"), "p.yaml: fusion: expected one of"),
-    (lambda d: d["bands"].append(dict(d["bands"][0])), "p.yaml: bands: band 'g' is listed twice"),
-    (lambda d: d.update(band_pattern="(x"), "p.yaml: band_pattern: not a valid regular expression"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("pixel_scale"), "p.yaml: profile: missing required key 'pixel_scale'"),
+        (lambda d: d.update(colour="red"), "p.yaml: profile: unknown key 'colour'"),
+        (lambda d: d["bands"][1].update(depth="deep"), "p.yaml: bands[1].depth: expected a number, got 'deep'"),
+        (lambda d: d["bands"][0].pop("filter"), "p.yaml: bands[0]: missing required key 'filter'"),
+        (lambda d: d.update(reference_band="q"), "p.yaml: reference_band: 'q' is not a band"),
+        (lambda d: d["redshift_grid"].update(n_bins=0), "p.yaml: redshift_grid.n_bins: expected a positive value"),
+        (lambda d: d.update(fusion="sideways"), "p.yaml: fusion: expected one of"),
+        (lambda d: d["bands"].append(dict(d["bands"][0])), "p.yaml: bands: band 'g' is listed twice"),
+        (lambda d: d.update(band_pattern="(x"), "p.yaml: band_pattern: not a valid regular expression"),
+    ],
+)
 def test_invalid_profiles_name_file_and_key(tmp_path, change, message):
     data = load_profile("tiny").to_dict()
     change(data)
@@ -74,10 +77,25 @@ def test_invalid_profiles_name_file_and_key(tmp_path, change, message):
 
 def test_extends_merges_bands_by_name_and_detects_loops(tmp_path):
     _write(tmp_path, load_profile("tiny").to_dict(), "base.yaml")
-    child = _write(tmp_path, {"extends": "base.yaml", "name": "child",
-                              "bands": [{"name": "r", "depth": 25.0},
-                                        {"name": "z", "filter": "sdss_z0", "wavelength": 8932, "depth": 23,
-                                         "psf_fwhm": 0.7, "zeropoint": 27, "extinction": 1.263}]})
+    child = _write(
+        tmp_path,
+        {
+            "extends": "base.yaml",
+            "name": "child",
+            "bands": [
+                {"name": "r", "depth": 25.0},
+                {
+                    "name": "z",
+                    "filter": "sdss_z0",
+                    "wavelength": 8932,
+                    "depth": 23,
+                    "psf_fwhm": 0.7,
+                    "zeropoint": 27,
+                    "extinction": 1.263,
+                },
+            ],
+        },
+    )
     p = load_profile(child)
     assert p.name == "child" and p.band_names == ["g", "r", "i", "z"]
     assert p.band("r").depth == 25.0 and p.band("r").filter == "sdss_r0"

@@ -36,8 +36,11 @@ def digests(project: Path) -> dict[str, str]:
 
 def user_profile(tmp_path: Path, simulation: dict, base: str = "tiny") -> Path:
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump({"extends": str(shipped_profiles_dir() / f"{base}.yaml"),
-                                    "name": "mine", "simulation": simulation}))
+    path.write_text(
+        yaml.safe_dump(
+            {"extends": str(shipped_profiles_dir() / f"{base}.yaml"), "name": "mine", "simulation": simulation}
+        )
+    )
     return path
 
 
@@ -133,12 +136,15 @@ def test_existing_simulation_needs_overwrite(tiny_run, tmp_path):
 # ----------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"profile": "nosuch"}, ConfigError, "unknown profile 'nosuch'"),
-    ({"n": 0}, InputError, "positive"),
-    ({"n": -3}, InputError, "positive"),
-    ({"tile_size": 40}, InputError, "tile-size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"profile": "nosuch"}, ConfigError, "unknown profile 'nosuch'"),
+        ({"n": 0}, InputError, "positive"),
+        ({"n": -3}, InputError, "positive"),
+        ({"tile_size": 40}, InputError, "tile-size"),
+    ],
+)
 def test_bad_arguments_are_one_clear_error(tmp_path, kwargs, error, match):
     args = {"profile": "tiny", "n": 5, "project": tmp_path / "p", "tile_size": TILE, **kwargs}
     with pytest.raises(error, match=match):
@@ -152,20 +158,23 @@ def test_unwritable_project_is_an_input_error(tmp_path):
         simulate_survey("tiny", 5, blocker / "project", tile_size=TILE)
 
 
-@pytest.mark.parametrize("section, match", [
-    ({"spec": {"z_maximum": 1.0}}, r"mine.yaml: simulation.spec: unknown key 'z_maximum'"),
-    ({"spec": {"z_error": "small"}}, r"mine.yaml: simulation.spec.z_error: expected a number, got 'small'"),
-    ({"grids": [{"bands": ["K"], "pixel_scale": 0.15}]}, r"simulation.grids\[0\].bands: no band 'K'"),
-    ({"spec": {"mag_fractions": [[20, 0.5], [22, 0.4]]}}, r"mag_fractions: expected .* summing to 1"),
-    ({"spec": {"mag_fractions": [[20, "half"], [22, 0.5]]}}, r"mag_fractions: expected \[\[upper mag, fraction\]"),
-    ({"field": [150, 2]}, r"simulation.field: expected a mapping, got \[150, 2\]"),
-    ({"sed": {"red_tzero": 0.1}}, r"simulation.sed: unknown key 'red_tzero' \(allowed: red_t0, "),
-    ({"imaging": {"sky": {"K": 15.0}}}, r"simulation.imaging.sky: no band 'K'"),
-    ({"grids": {"bands": ["i"]}}, r"simulation.grids: expected a list"),
-    ({"grids": [{"pixel_scale": 0.3}]}, r"simulation.grids\[0\]: expected a mapping of bands"),
-    ({"grids": [{"bands": ["i"], "coverage": 1.5}]}, r"simulation.grids\[0\].coverage: expected a fraction"),
-    ({"grids": [{"bands": ["i"], "rotation": True}]}, r"simulation.grids\[0\].rotation: expected a number"),
-])
+@pytest.mark.parametrize(
+    "section, match",
+    [
+        ({"spec": {"z_maximum": 1.0}}, r"mine.yaml: simulation.spec: unknown key 'z_maximum'"),
+        ({"spec": {"z_error": "small"}}, r"mine.yaml: simulation.spec.z_error: expected a number, got 'small'"),
+        ({"grids": [{"bands": ["K"], "pixel_scale": 0.15}]}, r"simulation.grids\[0\].bands: no band 'K'"),
+        ({"spec": {"mag_fractions": [[20, 0.5], [22, 0.4]]}}, r"mag_fractions: expected .* summing to 1"),
+        ({"spec": {"mag_fractions": [[20, "half"], [22, 0.5]]}}, r"mag_fractions: expected \[\[upper mag, fraction\]"),
+        ({"field": [150, 2]}, r"simulation.field: expected a mapping, got \[150, 2\]"),
+        ({"sed": {"red_tzero": 0.1}}, r"simulation.sed: unknown key 'red_tzero' \(allowed: red_t0, "),
+        ({"imaging": {"sky": {"K": 15.0}}}, r"simulation.imaging.sky: no band 'K'"),
+        ({"grids": {"bands": ["i"]}}, r"simulation.grids: expected a list"),
+        ({"grids": [{"pixel_scale": 0.3}]}, r"simulation.grids\[0\]: expected a mapping of bands"),
+        ({"grids": [{"bands": ["i"], "coverage": 1.5}]}, r"simulation.grids\[0\].coverage: expected a fraction"),
+        ({"grids": [{"bands": ["i"], "rotation": True}]}, r"simulation.grids\[0\].rotation: expected a number"),
+    ],
+)
 def test_bad_simulation_section_names_the_file_and_key(tmp_path, section, match):
     path = user_profile(tmp_path, section)
     with pytest.raises(ConfigError, match=match):
@@ -174,8 +183,14 @@ def test_bad_simulation_section_names_the_file_and_key(tmp_path, section, match)
 
 
 def test_settings_are_resolved_typed_and_frozen(tmp_path):
-    path = user_profile(tmp_path, {"spec": {"z_error": 1, "mag_fractions": [[20, 0.5], [22, 0.5]]},
-                                   "grids": [{"bands": ["i"], "rotation": 2}], "sed": {"red_dust": 0}})
+    path = user_profile(
+        tmp_path,
+        {
+            "spec": {"z_error": 1, "mag_fractions": [[20, 0.5], [22, 0.5]]},
+            "grids": [{"bands": ["i"], "rotation": 2}],
+            "sed": {"red_dust": 0},
+        },
+    )
     profile = load_profile(str(path))
     settings = SimSettings.from_profile(profile)
     assert settings.spec.z_error == 1.0 and isinstance(settings.spec.z_error, float)
@@ -190,27 +205,39 @@ def test_settings_are_resolved_typed_and_frozen(tmp_path):
 def test_injection_centres_new_settings_and_refuses_a_catalogue_wider_than_a_tile(tmp_path):
     profile = load_profile("tiny")
     settings = SimSettings.from_profile(profile)
-    centred = centred_on_catalog(profile, {"RA": np.array([10.0, 10.002]), "DEC": np.array([-5.0, -4.999])},
-                                 TILE, settings)
+    centred = centred_on_catalog(
+        profile, {"RA": np.array([10.0, 10.002]), "DEC": np.array([-5.0, -4.999])}, TILE, settings
+    )
     assert (centred.field.ra, centred.field.dec) == pytest.approx((10.001, -4.9995))
     assert settings.field == FieldSettings() and centred.spec is settings.spec  # a new object, the old one intact
     assert centred_on_catalog(profile, {"Z": np.ones(2)}, TILE, settings) is settings
     cat = tmp_path / "objects.fits"
-    Table({"Z": [0.3, 0.4], "RA": [150.0, 150.1], "DEC": [2.2, 2.2],
-           **{f"MAG_{b}": [20.0, 20.0] for b in "gri"}}).write(cat)
+    Table(
+        {"Z": [0.3, 0.4], "RA": [150.0, 150.1], "DEC": [2.2, 2.2], **{f"MAG_{b}": [20.0, 20.0] for b in "gri"}}
+    ).write(cat)
     with pytest.raises(InputError, match=r"spans 360\", more than one tile of 256 px"):
         simulate_survey("tiny", 0, tmp_path / "p", catalog=cat, tile_size=TILE)
     assert not (tmp_path / "p").exists()  # refused before anything is written
 
 
-@pytest.mark.parametrize("curve, package", [("speclite:cfht_megacam-q", "speclite"),
-                                            ("speclite:sdss_g0", "speclite"), ("cfht_megacam-u", "astro-sedpy")])
+@pytest.mark.parametrize(
+    "curve, package",
+    [("speclite:cfht_megacam-q", "speclite"), ("speclite:sdss_g0", "speclite"), ("cfht_megacam-u", "astro-sedpy")],
+)
 def test_unknown_filter_curve_is_one_line_naming_it(tmp_path, curve, package):
     path = tmp_path / "mine.yaml"
-    band = {"name": "g", "filter": curve, "wavelength": 4670, "depth": 22.2, "psf_fwhm": 1.4,
-            "zeropoint": 22.5, "extinction": 3.303}
-    path.write_text(yaml.safe_dump({"extends": str(shipped_profiles_dir() / "tiny.yaml"), "name": "mine",
-                                    "bands": [band]}))
+    band = {
+        "name": "g",
+        "filter": curve,
+        "wavelength": 4670,
+        "depth": 22.2,
+        "psf_fwhm": 1.4,
+        "zeropoint": 22.5,
+        "extinction": 3.303,
+    }
+    path.write_text(
+        yaml.safe_dump({"extends": str(shipped_profiles_dir() / "tiny.yaml"), "name": "mine", "bands": [band]})
+    )
     with pytest.raises(ConfigError, match=f"unknown filter curve '{curve}' \\({package} has none") as info:
         simulate_survey(str(path), 5, tmp_path / "p", tile_size=TILE)
     assert "\n" not in str(info.value)
@@ -236,7 +263,7 @@ def aperture_photometry(project: Path, band, ra, dec, radius_arcsec):
         data, wcs = hdul[0].data.astype(float), WCS(hdul[0].header)
     scale = np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600
     x, y = wcs.all_world2pix(ra, dec, 0)
-    yy, xx = np.mgrid[0:data.shape[0], 0:data.shape[1]]
+    yy, xx = np.mgrid[0 : data.shape[0], 0 : data.shape[1]]
     mags, offsets = [], []
     for a, b in zip(x, y):
         inside = np.hypot(xx - a, yy - b) < radius_arcsec / scale
@@ -267,12 +294,12 @@ def moffat_fwhm(cut: np.ndarray, dx: float, dy: float, guess: float) -> float:
     from scipy.optimize import least_squares
 
     h = cut.shape[0] // 2
-    yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
+    yy, xx = np.mgrid[-h : h + 1, -h : h + 1]
 
     def resid(p):
         amp, x0, y0, fwhm, beta = p
         alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
-        return (amp * (1 + ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha ** 2) ** -beta - cut).ravel()
+        return (amp * (1 + ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha**2) ** -beta - cut).ravel()
 
     fit = least_squares(resid, [cut.max(), dx, dy, guess, 3.0], bounds=([0, -2, -2, 0.5, 1.1], [np.inf, 2, 2, 20, 20]))
     return fit.x[3]
@@ -283,8 +310,18 @@ def test_measured_depth_and_psf_match_the_profile(tmp_path):
     # three point-like, bright objects: the rest of the tile is empty sky
     ra = 150.0 + np.array([-15, 0, 15]) / 3600
     dec = 2.2 + np.array([14, -14, 7]) / 3600
-    project = inject(tmp_path, {"Z": [0.3] * 3, "RA": ra, "DEC": dec, "R_HALF": [1e-3] * 3,
-                                "MAG_g": [18.0] * 3, "MAG_r": [18.0] * 3, "MAG_i": [18.0] * 3})
+    project = inject(
+        tmp_path,
+        {
+            "Z": [0.3] * 3,
+            "RA": ra,
+            "DEC": dec,
+            "R_HALF": [1e-3] * 3,
+            "MAG_g": [18.0] * 3,
+            "MAG_r": [18.0] * 3,
+            "MAG_i": [18.0] * 3,
+        },
+    )
     import galsim
 
     rng = np.random.default_rng(1)
@@ -297,12 +334,12 @@ def test_measured_depth_and_psf_match_the_profile(tmp_path):
         for _ in range(600):  # optimal PSF photometry at places far from the objects
             i, j = rng.integers(15, TILE - 15, 2)
             if np.min(np.hypot(xs - i, ys - j)) > 30:
-                fluxes.append(np.sum(psf * data[j - 10:j + 11, i - 10:i + 11]) / np.sum(psf ** 2))
+                fluxes.append(np.sum(psf * data[j - 10 : j + 11, i - 10 : i + 11]) / np.sum(psf**2))
         depth = band.zeropoint - 2.5 * np.log10(5 * np.std(fluxes))
         assert depth == pytest.approx(band.depth, abs=0.2)
         for x0, y0 in zip(xs, ys):
             ix, iy = round(x0), round(y0)
-            fwhm = moffat_fwhm(data[iy - 10:iy + 11, ix - 10:ix + 11], x0 - ix, y0 - iy, 4.0)
+            fwhm = moffat_fwhm(data[iy - 10 : iy + 11, ix - 10 : ix + 11], x0 - ix, y0 - iy, 4.0)
             assert fwhm * profile.pixel_scale == pytest.approx(band.psf_fwhm, rel=0.10)
 
 
@@ -321,14 +358,13 @@ def test_psf_of_every_hsc9_band_on_its_own_grid(tmp_path):
         scale = np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600
         for x0, y0 in zip(*wcs.all_world2pix(ra, dec, 0)):
             ix, iy = round(x0), round(y0)
-            fwhm = moffat_fwhm(data[iy - 12:iy + 13, ix - 12:ix + 13], x0 - ix, y0 - iy, band.psf_fwhm / scale)
+            fwhm = moffat_fwhm(data[iy - 12 : iy + 13, ix - 12 : ix + 13], x0 - ix, y0 - iy, band.psf_fwhm / scale)
             assert fwhm * scale == pytest.approx(band.psf_fwhm, rel=0.10), band.name
 
 
 def test_other_pixel_grid_with_partial_coverage(tmp_path):
     """As hsc9's NIR: a band on its own rotated grid covering part of each tile."""
-    path = user_profile(tmp_path, {"grids": [{"bands": ["i"], "pixel_scale": 0.25, "rotation": 2.0,
-                                              "coverage": 0.6}]})
+    path = user_profile(tmp_path, {"grids": [{"bands": ["i"], "pixel_scale": 0.25, "rotation": 2.0, "coverage": 0.6}]})
     project = tmp_path / "grid"
     simulate_survey(str(path), 30, project, seed=1, tile_size=TILE)
     hdr_i = fits.getheader(project / "tiles" / "tile-0000-i.fits")
@@ -357,8 +393,14 @@ def test_igm_and_milky_way_dust():
     grid = photometry_grid(tuple(b.filter for b in profile.bands))
     one = np.ones(1)
     for k in (0, 3):  # E and Im at z = 0.1: A_b / E(B-V) close to the profile's R_b
-        dimming = -2.5 * np.log10(grid.relative_fluxes(k * one, 0.1 * one, 0 * one, 0.1 * one)
-                                  / grid.relative_fluxes(k * one, 0.1 * one, 0 * one))[0] / 0.1
+        dimming = (
+            -2.5
+            * np.log10(
+                grid.relative_fluxes(k * one, 0.1 * one, 0 * one, 0.1 * one)
+                / grid.relative_fluxes(k * one, 0.1 * one, 0 * one)
+            )[0]
+            / 0.1
+        )
         assert np.allclose(dimming, [b.extinction for b in profile.bands], rtol=0.08)
     red = [-2.5 * np.log10(grid.relative_fluxes(0 * one, z * one, 0 * one)[0]) for z in (0.1, 0.4)]
     assert (red[1][1] - red[1][2]) - (red[0][1] - red[0][2]) > 0.5  # g-r of E reddens with z

@@ -14,30 +14,47 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import survey_field
+from helpers import mmz_ok, survey_field
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch"]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the runs in pytest's process
+
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, one_torch_thread):
     """A tiny-profile project with 400 labelled objects whose colours encode z."""
     tmp = tmp_path_factory.mktemp("train")
     tiles, catalog = survey_field(tmp, n=400, shape=(320, 320))
     project = tmp / "proj"
-    command = [sys.executable, "-m", "mmzcli", "-q", "build-cubes", "--survey", "tiny", "--project", str(project),
-               "--tiles", f"{tiles}/*.fits", "--catalog", str(catalog)]
-    subprocess.run(command, check=True)
+    mmz_ok(
+        "-q",
+        "build-cubes",
+        "--survey",
+        "tiny",
+        "--project",
+        project,
+        "--tiles",
+        f"{tiles}/*.fits",
+        "--catalog",
+        catalog,
+    )
     return project
 
 
-def mmz(*args, check=True, **kwargs):
-    return subprocess.run([sys.executable, "-m", "mmzcli", *map(str, args)], capture_output=True, text=True,
-                          check=check, **kwargs)
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch's threads in a new process, as one_torch_thread here
 
 
-def test_training_learns_and_writes_the_run(project):
-    mmz("-q", "train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY)
+def mmz_process(*args):
+    """``mmz ARGS`` in a new interpreter, for the SIGKILL test; fails unless it exits 0."""
+    return subprocess.run(
+        [sys.executable, "-m", "mmzcli", *map(str, args)], capture_output=True, text=True, check=True, env=ONE_THREAD
+    )
+
+
+def test_training_learns_and_writes_the_run(project, run_mmz):
+    code, _, err = run_mmz("-q", "train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY)
+    assert code == 0, err
     run = project / "runs" / "learn"
     assert {"config.yaml", "fold0_seed0.pt", "metrics.json", "train.log", "oof.npz"} <= {p.name for p in run.iterdir()}
     result = json.loads((run / "metrics.json").read_text())
@@ -51,10 +68,12 @@ def test_training_learns_and_writes_the_run(project):
     g = zarr.open_group(str(project / "cubes.zarr"), mode="r")
     assert set(oof["fold"]) == {0} and len(oof["id"]) == int(((g["fold"][:] == 0) & np.isfinite(g["z_spec"][:])).sum())
     np.testing.assert_allclose(oof["pdf"].sum(axis=1), 1.0, atol=1e-5)
-    assert len(open(run / "train.log").read().splitlines()) == 9  # a start line and one line per epoch
-    # the same command again finds the work done
-    again = mmz("train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY)
-    assert json.loads((run / "metrics.json").read_text())["models"] == result["models"], again.stderr
+    assert len((run / "train.log").read_text().splitlines()) == 9  # a start line and one line per epoch
+    # the same command again finds the work done: the checkpoint is not written again
+    stamp = (run / "fold0_seed0.pt").stat().st_mtime_ns
+    code, _, err = run_mmz("train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY)
+    assert code == 0 and json.loads((run / "metrics.json").read_text())["models"] == result["models"], err
+    assert (run / "fold0_seed0.pt").stat().st_mtime_ns == stamp
 
 
 def _epochs_done(state: Path) -> int:
@@ -65,9 +84,13 @@ def _epochs_done(state: Path) -> int:
 
 
 def test_killed_run_resumes_to_the_same_weights(project):
+    # real processes: one to SIGKILL, and the straight and resumed runs in the same kind of process (own torch
+    # threads and global state, not pytest's), as the weights are compared bit for bit
     args = ["--project", project, "--fold", 1, "--epochs", 4, *TINY]
-    mmz("-q", "train", *args, "--name", "straight")
-    process = subprocess.Popen([sys.executable, "-m", "mmzcli", "-q", "train", *map(str, args), "--name", "killed"])
+    mmz_process("-q", "train", *args, "--name", "straight")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmzcli", "-q", "train", *map(str, args), "--name", "killed"], env=ONE_THREAD
+    )
     state = project / "runs" / "killed" / "fold1_seed0.state.pt"
     deadline = time.time() + 600
     while _epochs_done(state) < 2 and process.poll() is None and time.time() < deadline:
@@ -75,7 +98,7 @@ def test_killed_run_resumes_to_the_same_weights(project):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert 2 <= _epochs_done(state) < 4, "the run must be killed between epochs 2 and 4"
-    mmz("-q", "train", *args, "--name", "killed", "--resume")
+    mmz_process("-q", "train", *args, "--name", "killed", "--resume")
     a = torch.load(project / "runs" / "straight" / "fold1_seed0.pt", weights_only=True)
     b = torch.load(project / "runs" / "killed" / "fold1_seed0.pt", weights_only=True)
     assert a["metrics"]["best_epoch"] == b["metrics"]["best_epoch"]
@@ -84,46 +107,72 @@ def test_killed_run_resumes_to_the_same_weights(project):
 
 
 def test_ddp_with_two_gloo_processes(project):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-               "-m", "mmzcli", "-q", "train", "--project", str(project), "--fold", "2", "--epochs", "2",
-               "--name", "ddp", "--device", "cpu", *TINY]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    # torchrun starts the ranks as processes; --standalone rendezvous on a free port (no fixed port to collide on)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "mmzcli",
+        "-q",
+        "train",
+        "--project",
+        str(project),
+        "--fold",
+        "2",
+        "--epochs",
+        "2",
+        "--name",
+        "ddp",
+        "--device",
+        "cpu",
+        *TINY,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=ONE_THREAD, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run = project / "runs" / "ddp"
     assert (run / "fold2_seed0.pt").exists() and (run / "oof.npz").exists()
     assert "world size 2" in (run / "train.log").read_text()
 
 
-def test_dry_run_prints_layout_and_parameter_count():
-    out = mmz("train", "--profile", "hsc9", "--fusion", "early", "--dry-run").stdout
+def test_dry_run_prints_layout_and_parameter_count(run_mmz):
+    code, out, err = run_mmz("train", "--profile", "hsc9", "--fusion", "early", "--dry-run")
+    assert code == 0, err
     last = out.strip().splitlines()[-1]
     assert last.startswith("parameters: ") and 0.95 * 12.51e6 < int(last.split()[1]) < 1.05 * 12.51e6
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--fusion", "sideways"], "fusion"),
-    (["--modalities", "g,r;r,q"], "'q'"),
-    (["--profile", "hsc6"], "this project is for survey 'tiny'"),
-])
-def test_bad_settings(project, args, message):
-    result = mmz("train", "--project", project, "--fold", 0, "--epochs", 1, *TINY, *args, check=False)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fusion", "sideways"], "fusion"),
+        (["--modalities", "g,r;r,q"], "'q'"),
+        (["--profile", "hsc6"], "this project is for survey 'tiny'"),
+    ],
+)
+def test_bad_settings(project, run_mmz, args, message):
+    code, _, err = run_mmz("train", "--project", project, "--fold", 0, "--epochs", 1, *TINY, *args)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
-def test_bad_stores(tmp_path, project):
-    result = mmz("train", "--project", tmp_path, "--profile", "tiny", *TINY, check=False)
-    assert result.returncode == 2 and "cubes.zarr: no such store" in result.stderr
+def test_bad_stores(tmp_path, project, run_mmz):
+    code, _, err = run_mmz("train", "--project", tmp_path, "--profile", "tiny", *TINY)
+    assert code == 2 and "cubes.zarr: no such store" in err
     # a store whose bands differ from the profile's
     other = tmp_path / "other"
     other.mkdir()
     (other / "cubes.zarr").symlink_to(project / "cubes.zarr")
     custom = tmp_path / "p.yaml"
-    custom.write_text("extends: tiny\nname: tiny\nbands:\n  - {name: z, filter: sdss_z0, wavelength: 8917, depth: 23,"
-                      " psf_fwhm: 0.7, zeropoint: 27, extinction: 1.263}\n")
-    result = mmz("train", "--project", other, "--profile", custom, *TINY, check=False)
-    assert result.returncode == 2 and "differ from profile" in result.stderr
+    custom.write_text(
+        "extends: tiny\nname: tiny\nbands:\n  - {name: z, filter: sdss_z0, wavelength: 8917, depth: 23,"
+        " psf_fwhm: 0.7, zeropoint: 27, extinction: 1.263}\n"
+    )
+    code, _, err = run_mmz("train", "--project", other, "--profile", custom, *TINY)
+    assert code == 2 and "differ from profile" in err
     # a store with no labelled object
     empty = tmp_path / "empty"
     src = zarr.open_group(str(project / "cubes.zarr"), mode="r")
@@ -132,8 +181,8 @@ def test_bad_stores(tmp_path, project):
         dst.create_array(name, data=src[name][:])
     dst.create_array("z_spec", data=np.full(src["z_spec"].shape, np.nan, np.float32))
     dst.attrs.update(dict(src.attrs))
-    result = mmz("train", "--project", empty, "--profile", "tiny", *TINY, check=False)
-    assert result.returncode == 2 and "no labelled object" in result.stderr
+    code, _, err = run_mmz("train", "--project", empty, "--profile", "tiny", *TINY)
+    assert code == 2 and "no labelled object" in err
 
 
 def test_streaming_from_zarr_yields_the_same_rows_as_memory(project):
@@ -145,7 +194,7 @@ def test_streaming_from_zarr_yields_the_same_rows_as_memory(project):
     stream = CubeSource(g, rows, TrainConfig(memory_fraction=0.0, stream_chunks=3))
     assert memory.in_memory and not stream.in_memory
     seen = []
-    for cubes, ok, ebv, z in stream.batches(rows, 16, np.random.default_rng(0)):
+    for cubes, _ok, _ebv, z in stream.batches(rows, 16, np.random.default_rng(0)):
         index = np.searchsorted(memory.rows, [np.flatnonzero(memory.z == zz)[0] for zz in z])
         np.testing.assert_array_equal(cubes, memory.cubes[index])  # each cube travels with its own label
         seen.extend(memory.rows[index])
