@@ -266,21 +266,24 @@ def profile_from_dict(data: Any, source: str = "<memory>") -> Profile:
 # ----------------------------------------------------------------------------- loading
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path, what: str, advice: str) -> dict:
+    """A YAML file that must hold a mapping (a profile, mmz.yaml, a run's files), or one ConfigError line.
+
+    The line names the file and what it holds (``what``), and ends with ``advice``: what to do.
+    """
     import yaml
 
     try:
-        text = path.read_text()
+        data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read profile ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ConfigError(f"{path}: malformed YAML{line}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror}); {advice}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}: malformed YAML{where} ({what}: {problem}); {advice}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping of profile keys, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a YAML mapping ({what}), got {type(data).__name__}; {advice}")
     return data
 
 
@@ -322,7 +325,7 @@ def _profile_path(name_or_path: str | Path, relative_to: Path | None = None) -> 
 def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'extends' loops back to itself")
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path, "a survey profile", "fix the file (mmz profiles show hsc9 prints an example)")
     parent = data.pop("extends", None)
     if parent is None:
         return data

@@ -15,7 +15,7 @@ from typing import Any
 from mmzcli import __version__
 from mmzcli.atomic import atomic_write_text
 from mmzcli.errors import ConfigError
-from mmzcli.profiles import Profile, load_profile, profile_from_dict
+from mmzcli.profiles import Profile, load_profile, profile_from_dict, read_yaml_mapping
 
 CONFIG_NAME = "mmz.yaml"
 DEFAULT_COLUMNS = {"id": "ID", "ra": "RA", "dec": "DEC", "z_spec": "Z_SPEC", "ebv": "EBV"}
@@ -27,18 +27,10 @@ def now() -> str:
 
 def read_config(project: Path) -> dict[str, Any] | None:
     """The project's ``mmz.yaml`` as a mapping, or None where there is none."""
-    import yaml
-
     path = Path(project) / CONFIG_NAME
     if not path.exists():
         return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, "the project's settings", "fix it, or remove it and run mmz build-cubes again")
 
 
 def write_config(

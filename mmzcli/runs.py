@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from mmzcli.errors import ConfigError, InputError
+from mmzcli.profiles import read_yaml_mapping
 
 if TYPE_CHECKING:
     from mmzcli.model import ModelConfig
@@ -78,7 +79,7 @@ class RunDir:
 
     def settings(self) -> dict:
         """``config.yaml``: the settings the run was trained with."""
-        return _read_mapping(
+        return read_yaml_mapping(
             self.config_path, "the run's settings", "restore it, or train under another name with --name NEW"
         )
 
@@ -90,28 +91,11 @@ class RunDir:
         if not self.profile_path.exists():
             return project_profile(project, None)
         advice = "restore it, or remove it to use the project's profile (mmz.yaml)"
-        data = _read_mapping(self.profile_path, "the run's survey profile", advice)
+        data = read_yaml_mapping(self.profile_path, "the run's survey profile", advice)
         try:
             return profile_from_dict(data, source=str(self.profile_path))
         except ConfigError as exc:  # names the file and key already
             raise ConfigError(f"{exc} (input: the run's survey profile; {advice})") from None
-
-
-def _read_mapping(path: Path, what: str, advice: str) -> dict:
-    """A YAML mapping of the run directory, or one line that names the file, what it holds and what to do."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what} ({exc.strerror})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where} (input: {what}); {advice}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping, got {type(data).__name__} (input: {what}); {advice}")
-    return data
 
 
 def runs_dir(project: Path) -> Path:

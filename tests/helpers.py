@@ -219,3 +219,12 @@ def is_png(path) -> bool:
     from matplotlib.image import imread
 
     return path.read_bytes()[:8] == PNG_SIGNATURE and min(imread(path).shape[:2]) > 200
+
+
+def tiny_cubes(root: Path, n: int, shape=(256, 256)) -> Path:
+    """``survey_field`` in ``root`` built into ``root/proj/cubes.zarr`` (profile 'tiny'); returns the project."""
+    tiles, catalog = survey_field(root, n=n, shape=shape)
+    project = root / "proj"
+    mmz_ok("-q", "build-cubes", "--survey", "tiny", "--project", project, "--tiles", f"{tiles}/*.fits",
+           "--catalog", catalog)  # fmt: skip
+    return project

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from helpers import is_png, mmz_ok, survey_field
+from helpers import is_png, mmz_ok, tiny_cubes
 
 from mmzcli import metrics, pdf
 
@@ -20,21 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, one_torch_thread):
     """A tiny-profile project with a two-fold run trained (one epoch) with modality dropout."""
-    tmp = tmp_path_factory.mktemp("dropout")
-    tiles, catalog = survey_field(tmp, n=150, shape=(256, 256))
-    project = tmp / "proj"
-    mmz_ok(
-        "-q",
-        "build-cubes",
-        "--survey",
-        "tiny",
-        "--project",
-        project,
-        "--tiles",
-        f"{tiles}/*.fits",
-        "--catalog",
-        catalog,
-    )
+    project = tiny_cubes(tmp_path_factory.mktemp("dropout"), n=150)
     mmz_ok(
         "-q",
         "train",

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import zarr
-from helpers import mmz_ok, survey_field
+from helpers import survey_field, tiny_cubes
 
 from mmzcli import store
 from mmzcli.errors import InputError
@@ -23,19 +23,7 @@ from mmzcli.errors import InputError
 def built(tmp_path_factory):
     """A project with a complete cubes.zarr (60 sources: two chunks of cubes) and its inputs."""
     root = tmp_path_factory.mktemp("field")
-    tiles, catalog = survey_field(root, n=60)
-    mmz_ok(
-        "-q",
-        "build-cubes",
-        "--survey",
-        "tiny",
-        "--project",
-        root / "proj",
-        "--tiles",
-        f"{tiles}/*.fits",
-        "--catalog",
-        catalog,
-    )
+    tiny_cubes(root, n=60)
     return root
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from astropy.io import fits
-from helpers import mmz_ok, survey_field
+from helpers import mmz_ok, tiny_cubes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,19 +26,7 @@ ONE_EPOCH = [*TINY, "--epochs", "1"]
 def built(tmp_path_factory, one_torch_thread):
     """A project with a complete cubes.zarr of a 'tiny' field, its tiles and catalogue beside it."""
     root = tmp_path_factory.mktemp("field")
-    tiles, catalog = survey_field(root, n=60)
-    mmz_ok(
-        "-q",
-        "build-cubes",
-        "--survey",
-        "tiny",
-        "--project",
-        root / "proj",
-        "--tiles",
-        f"{tiles}/*.fits",
-        "--catalog",
-        catalog,
-    )
+    tiny_cubes(root, n=60)
     return root
 
 

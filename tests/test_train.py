@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from helpers import mmz_ok, survey_field
+from helpers import tiny_cubes
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch"]
 
@@ -24,22 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the runs in pytest's
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, one_torch_thread):
     """A tiny-profile project with 400 labelled objects whose colours encode z."""
-    tmp = tmp_path_factory.mktemp("train")
-    tiles, catalog = survey_field(tmp, n=400, shape=(320, 320))
-    project = tmp / "proj"
-    mmz_ok(
-        "-q",
-        "build-cubes",
-        "--survey",
-        "tiny",
-        "--project",
-        project,
-        "--tiles",
-        f"{tiles}/*.fits",
-        "--catalog",
-        catalog,
-    )
-    return project
+    return tiny_cubes(tmp_path_factory.mktemp("train"), n=400, shape=(320, 320))
 
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch's threads in a new process, as one_torch_thread here
