@@ -268,7 +268,20 @@ def train(
     seeds: Annotated[int, typer.Option("--seeds", help="Models per fold (ensemble).", min=1)] = 1,
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs per model.", min=1)] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size (per process).", min=1)] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (the peak of the schedule).")] = 1e-3,
+    schedule: Annotated[
+        str, typer.Option("--schedule", help="cosine (linear warm-up, then cosine decay over the epochs) or constant.")
+    ] = "cosine",
+    warmup: Annotated[float, typer.Option("--warmup", help="Share of the planned steps spent warming up.")] = 0.05,
+    patience: Annotated[
+        int,
+        typer.Option(
+            "--patience", help="Stop after this many epochs without a better inner validation loss (0: never).", min=0
+        ),
+    ] = 5,
+    scale_lr: Annotated[
+        bool, typer.Option("--scale-lr", help="Scale --lr by batch size / 32, for larger batches (a speed option).")
+    ] = False,
     width: Annotated[float, typer.Option("--width", help="Channel-width multiplier (e.g. 0.25 on a CPU).")] = 1.0,
     norm: Annotated[
         str, typer.Option("--norm", help="none (the paper) or batch: batch-norm in every conv, for fast small runs.")
@@ -285,6 +298,8 @@ def train(
 ):
     """Train the multimodal network: cross-validation folds x seeds, checkpointed after every epoch.
 
+    Each fold's model trains on the other folds less 1 in 8 of their objects (by id), the inner validation set
+    that selects the best epoch and stops training; the held-out fold is only predicted, out of fold, at the end.
     Writes PROJECT/runs/NAME/: config.yaml, fold<k>_seed<r>.pt, metrics.json, train.log, oof.npz.
     Killed runs continue from their last complete epoch when the same command is run again.
 
@@ -300,6 +315,10 @@ def train(
 
     if not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"--lr {lr:g}: expected a finite learning rate > 0, e.g. 1e-3")
+    if schedule not in ("cosine", "constant"):
+        raise ConfigError(f"--schedule {schedule}: expected cosine or constant")
+    if not 0 <= warmup < 1:
+        raise ConfigError(f"--warmup {warmup:g}: expected a share of the steps in [0, 1), e.g. 0.05")
     try:
         order_list = tuple(int(o) for o in orders.split(","))
     except ValueError:
@@ -319,6 +338,10 @@ def train(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            schedule=schedule,
+            warmup=warmup,
+            patience=patience,
+            scale_lr=scale_lr,
             seeds=seeds,
             device=device,
             amp=amp,

@@ -24,13 +24,43 @@ from mmzcli.outputs import claim_store, releases_locks
 N_FOLDS = 5
 
 
+INNER_VALIDATION = 8  # 1 in 8 of a fold's training objects select its epoch and stop it (never the held-out fold)
+
+
+def _bucket(ids: np.ndarray, n: int, stream: int) -> np.ndarray:
+    """A deterministic, well-mixed number 0..n-1 per id: the splitmix64 finaliser of (id + (stream+1) x golden)."""
+    with np.errstate(over="ignore"):  # modulo 2^64, as splitmix64 means it
+        z = ids.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(stream + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z % np.uint64(n)).astype(np.int8)
+
+
 def fold_of(ids: np.ndarray, n_folds: int = N_FOLDS) -> np.ndarray:
-    """A deterministic, well-mixed fold number per id (splitmix64 finaliser, modulo n_folds)."""
-    z = ids.astype(np.int64).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z % np.uint64(n_folds)).astype(np.int8)
+    """The cross-validation fold of each id: stable when the catalogue is reordered or extended."""
+    return _bucket(ids, n_folds, stream=0)
+
+
+def inner_validation(ids: np.ndarray) -> np.ndarray:
+    """Whether each id belongs to the inner validation set of the training folds (1 in INNER_VALIDATION).
+
+    A hash of its own (another splitmix64 stream than ``fold_of``), so it is independent of the fold.
+    """
+    return _bucket(ids, INNER_VALIDATION, stream=1) == 0
+
+
+def normalisation(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation of compressed pixels from (count, sum, sum of squares) [3, B].
+
+    A band without pixels gets (0, 1), so it passes through unchanged.
+    """
+    count, total, total_sq = sums
+    empty = count == 0
+    mean = np.where(empty, 0.0, total / np.maximum(count, 1))
+    std = np.where(empty, 1.0, np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean**2, 0.0)))
+    std = np.where(std > 0, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def _resolve_inputs(
@@ -139,6 +169,7 @@ def build_cubes(
         "mag_ref": mag,
         "fold": fold_of(table["id"]),
     }
+    norm_groups = np.where(labelled, columns_out["fold"], -1)  # per fold: training normalises without its held-out fold
     size = profile.cutout_size
     group, summary = cut_to_store(
         path,
@@ -150,7 +181,8 @@ def build_cubes(
         key=key,
         jobs=jobs,
         overwrite=overwrite,
-        labelled=labelled,
+        norm_groups=norm_groups,
+        n_norm_groups=N_FOLDS,
         console=console,
         attrs={
             "profile_snapshot": profile.to_dict(),
@@ -161,15 +193,13 @@ def build_cubes(
     )
     with store.writing(store.partial_path(path)):
         store.write_array(group, "flags", store.read_array(group, "flags") | z_flags)
-    count, total, total_sq = summary.pop("norm_sums")
-    empty = count == 0
-    mean = np.where(empty, 0.0, total / np.maximum(count, 1))
-    std = np.where(empty, 1.0, np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean**2, 0.0)))
-    std = np.where(std > 0, std, 1.0)
+    fold_sums = summary.pop("norm_sums")  # [fold, (count, sum, sum of squares), band]
+    mean, std = normalisation(fold_sums.sum(axis=0))
+    empty = fold_sums.sum(axis=0)[0] == 0
     store.finish(
         group,
         path,
-        {"norm/mean": mean.astype(np.float32), "norm/std": std.astype(np.float32)},
+        {"norm/mean": mean, "norm/std": std, "norm/fold_sums": fold_sums},
         attrs={"n_labelled": int(labelled.sum()), **counts},
     )
 

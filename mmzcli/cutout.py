@@ -272,15 +272,17 @@ def cut_to_store(
     jobs: int = 1,
     overwrite: bool = False,
     attrs: dict | None = None,
-    labelled: np.ndarray | None = None,
+    norm_groups: np.ndarray | None = None,
+    n_norm_groups: int = 0,
     console=None,
 ):
     """Cut every source of ``table`` (id, ra, dec, ...) into a Zarr store at ``path``.
 
     Resumes a partial store built from the same inputs; parallel over blocks of
-    sources with ``jobs`` processes, one writer.  Where ``labelled`` is given,
-    per-band sums of compressed pixels of those rows with data are accumulated
-    for the normalisation statistics.  Returns (group, summary dict).
+    sources with ``jobs`` processes, one writer.  Where ``norm_groups`` is given
+    (a group 0 .. n_norm_groups-1 per row, -1 for none), per-group and per-band
+    sums of compressed pixels of the rows with data are accumulated for the
+    normalisation statistics.  Returns (group, summary dict).
     """
     from mmzcli import store
 
@@ -300,7 +302,12 @@ def cut_to_store(
     done = set(group.attrs["blocks_done"])
     todo = [s for s in range(0, n, BLOCK_ROWS) if s not in done]
     remaining = sum(min(BLOCK_ROWS, n - s) for s in todo)
-    sums = np.array(group.attrs.get("norm_sums", np.zeros((3, len(bands))).tolist()))
+    sums = np.array(group.attrs.get("norm_sums", np.zeros((n_norm_groups, 3, len(bands))).tolist()))
+    if norm_groups is not None and sums.shape != (n_norm_groups, 3, len(bands)):
+        raise InputError(
+            f"{store.partial_path(path)}: an unfinished build of an older mmz (normalisation sums "
+            f"{list(sums.shape)}) is in the way; rerun with --overwrite to start afresh"
+        )
     # nothing left to cut: skip assigning (what assign_images gives for no sources)
     assignment = (
         assign_images(images, table["ra"], table["dec"], bands) if todo else np.empty((0, len(bands)), np.int32)
@@ -323,8 +330,8 @@ def cut_to_store(
         nonlocal sums
         stamps, band_ok, flags = result
         progress = {}
-        if labelled is not None:
-            sums = sums + _compressed_sums(stamps, band_ok, labelled[start : start + len(stamps)])
+        if norm_groups is not None:
+            sums = sums + _compressed_sums(stamps, band_ok, norm_groups[start : start + len(stamps)], n_norm_groups)
             progress["norm_sums"] = sums.tolist()
         store.write_block(group, image_name, start, stamps, band_ok, flags, progress)
         bar.advance(task, len(stamps))
@@ -346,7 +353,7 @@ def cut_to_store(
         "seconds": elapsed,
         "cut_now": remaining,
     }
-    if labelled is not None:
+    if norm_groups is not None:
         summary["norm_sums"] = sums
     return group, summary
 
@@ -356,14 +363,15 @@ def compress(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * (np.sqrt(np.abs(x) + 1.0) - 1.0)
 
 
-def _compressed_sums(stamps: np.ndarray, band_ok: np.ndarray, labelled: np.ndarray) -> np.ndarray:
-    """Per band: pixel count, sum and sum of squares of compressed pixels of labelled rows with data."""
-    out = np.zeros((3, stamps.shape[1]))
-    for b in range(stamps.shape[1]):
-        rows = labelled & band_ok[:, b]
-        if rows.any():
-            c = compress(stamps[rows, b].astype(np.float64))
-            out[:, b] = c.size, c.sum(), np.square(c).sum()
+def _compressed_sums(stamps: np.ndarray, band_ok: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group and band: pixel count, sum and sum of squares of the compressed pixels of rows with data."""
+    out = np.zeros((n_groups, 3, stamps.shape[1]))
+    for g in range(n_groups):
+        for b in range(stamps.shape[1]):
+            rows = (groups == g) & band_ok[:, b]
+            if rows.any():
+                c = compress(stamps[rows, b].astype(np.float64))
+                out[g, :, b] = c.size, c.sum(), np.square(c).sum()
     return out
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mmzcli.cubes import inner_validation, normalisation
 from mmzcli.device import autocast, init_distributed, resolve_device, to_device
 from mmzcli.errors import ConfigError, InputError
 from mmzcli.flags import UNLABELLED
@@ -46,6 +47,11 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast (CUDA and CPU)
     channels_last: bool = True
     compile: bool = False
+    schedule: str = "cosine"  # cosine: linear warm-up, then cosine decay over the planned steps | constant
+    warmup: float = 0.05  # share of the planned steps spent warming up the learning rate from 0
+    min_lr: float = 0.01  # the cosine ends at this fraction of the peak learning rate
+    patience: int = 5  # stop when the inner validation loss has not improved for this many epochs (0: never)
+    scale_lr: bool = False  # multiply lr by batch_size / 32 (the paper's batch), for larger batches
     memory_fraction: float = 0.5  # hold the training set in memory when it needs less than this share of free RAM
     stream_chunks: int = 16  # chunks read together (and shuffled together) when streaming from Zarr
 
@@ -187,6 +193,31 @@ def _save(checkpoint: dict, path: Path) -> None:
         torch.save(checkpoint, tmp)
 
 
+REFERENCE_BATCH = 32  # the paper's batch size: --scale-lr scales the learning rate from it
+
+
+def peak_lr(config: TrainConfig) -> float:
+    return config.lr * (config.batch_size / REFERENCE_BATCH if config.scale_lr else 1.0)
+
+
+def learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of optimiser step ``step`` (from 0) of ``total`` planned: a function of the step only,
+    so a resumed run follows the same schedule."""
+    peak = peak_lr(config)
+    if config.schedule == "constant":
+        return peak
+    warmup = max(1, round(config.warmup * total))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (config.min_lr + (1 - config.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def stopped_early(config: TrainConfig, best_epoch: int, epoch: int) -> bool:
+    """Whether epoch ``epoch`` need not run: ``patience`` epochs since the best one brought nothing better."""
+    return config.patience > 0 and best_epoch >= 0 and epoch - best_epoch > config.patience
+
+
 def _diverged(fold: int, seed: int, where: str, loss: float, lr: float) -> ConfigError:
     return ConfigError(
         f"fold {fold} seed {seed} diverged at {where} (loss {loss:g}); lower --lr (now {lr:g}) "
@@ -230,7 +261,7 @@ def train_one(
     model = PhotoZNet(model_config)
     model.norm_mean.copy_(torch.as_tensor(norm[0]))
     model.norm_std.copy_(torch.as_tensor(norm[1]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=peak_lr(config))
     best: dict[str, Any]  # "loss" (float) and "epoch" (int) of the best epoch so far
     start, best, history = 0, {"loss": math.inf, "epoch": -1}, []
     best_state = None
@@ -263,16 +294,24 @@ def train_one(
     if config.compile:
         net = torch.compile(net)
 
+    steps = len(train_rows) // (config.batch_size * world)
     for epoch in range(start, config.epochs):
+        if stopped_early(config, best["epoch"], epoch):  # checked before each epoch: a resumed run stops alike
+            report.note(
+                f"fold {fold} seed {seed}: stopped after epoch {epoch}, no better inner validation "
+                f"loss for {config.patience} epochs (best: epoch {best['epoch'] + 1})"
+            )
+            break
         torch.manual_seed(_seed(seed, fold, epoch))
         rng = np.random.default_rng(_seed(seed, fold, epoch))
         model.train()
         started, seen, running = time.perf_counter(), 0, 0.0
-        steps = len(train_rows) // (config.batch_size * world)
         report.start_epoch(fold, seed, epoch, steps)
         for batch_number, batch in enumerate(source.batches(train_rows, config.batch_size, rng, (rank, world)), 1):
             x, ok, ebv, z = to_device(batch, device, config.channels_last)
             x = augment(x)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch * steps + batch_number - 1, config.epochs * steps)
 
             def step(net, x=x, ok=ok, ebv=ebv, z=z):
                 with autocast(device, config.amp):
@@ -309,6 +348,7 @@ def train_one(
             "val_sigma_mad": scores["sigma_mad"],
             "val_eta": scores["eta"],
             "samples_per_s": seen / (time.perf_counter() - started),
+            "lr": optimizer.param_groups[0]["lr"],
         }
         history.append(record)
         if val_loss < best["loss"]:
@@ -343,6 +383,8 @@ def train_one(
         "fold": fold,
         "seed": seed,
         "best_epoch": best["epoch"],
+        "epochs_trained": len(history),
+        "validation": "inner",  # the val_ figures: the inner validation set, never the held-out fold
         "val_loss": best["loss"],
         **{k: v for k, v in history[best["epoch"]].items() if k.startswith("val_")},
         "history": history,
@@ -545,8 +587,12 @@ def train_run(
     for k in spec.train.folds:
         if not 0 <= k < group.attrs["n_folds"]:
             raise ConfigError(f"--fold {k}: the store has folds 0..{group.attrs['n_folds'] - 1}")
-        if not np.any(folds[rows] != k) or not np.any(folds[rows] == k):
-            raise InputError(f"{store_path}: fold {k} leaves no training or no validation object")
+        train_rows, val_rows = training_split(rows, folds, inner_validation(group["id"][:]), k)
+        if not len(train_rows) or not len(val_rows) or not np.any(folds[rows] == k):
+            raise InputError(
+                f"{store_path}: fold {k} leaves no training, inner validation or held-out object "
+                f"({len(train_rows)}, {len(val_rows)}, {int(np.sum(folds[rows] == k))}); a larger sample is needed"
+            )
 
     cuda = spec.train.device != "cpu" and torch.cuda.is_available()
     rank, world, distributed = init_distributed("nccl" if cuda else "gloo")
@@ -564,7 +610,20 @@ def train_run(
         "train": {
             k: v
             for k, v in asdict(spec.train).items()  # what changes the weights; folds may be
-            if k in ("epochs", "batch_size", "lr", "seeds", "amp", "channels_last")
+            if k
+            in (
+                "epochs",
+                "batch_size",
+                "lr",
+                "seeds",
+                "amp",
+                "channels_last",
+                "schedule",
+                "warmup",
+                "min_lr",
+                "patience",
+                "scale_lr",
+            )
         },
     }  # run apart
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as YAML reads them back
@@ -587,7 +646,7 @@ def train_run(
         torch.distributed.barrier()
 
     source = CubeSource(group, rows, spec.train)
-    norm = (group["norm/mean"][:], group["norm/std"][:])
+    inner = inner_validation(group["id"][:])
     grid = profile.redshift_grid
     log_path = run.log_path if rank == 0 else None
     with Report(console if rank == 0 else None, log_path, profile.outlier_threshold) as report:
@@ -596,7 +655,14 @@ def train_run(
             f"device {device}, world size {world}"
         )
         for fold in spec.train.folds:
-            train_rows, val_rows = rows[folds[rows] != fold], rows[folds[rows] == fold]
+            train_rows, val_rows = training_split(rows, folds, inner, fold)
+            norm = fold_normalisation(group, fold)
+            if norm is None:  # a store of mmz 0.1: its statistics include the held-out fold
+                report.note(
+                    f"{store_path} has no per-fold normalisation (built by mmz 0.1); using all folds' "
+                    f"statistics: rebuild it (mmz build-cubes --overwrite) so that fold {fold} never counts"
+                )
+                norm = (group["norm/mean"][:], group["norm/std"][:])
             for seed in range(spec.train.seeds):
                 train_one(
                     source,
@@ -632,6 +698,26 @@ def train_run(
     if distributed:
         torch.distributed.barrier()
     return summary
+
+
+def training_split(rows: np.ndarray, folds: np.ndarray, inner: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, inner validation) rows of ``fold``: the other folds, split by ``inner`` (an id hash).
+
+    The held-out fold takes no part: it is predicted once, out of fold, at the end.
+    """
+    training = rows[folds[rows] != fold]
+    return training[~inner[training]], training[inner[training]]
+
+
+def fold_normalisation(group, fold: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-band mean and std of compressed pixels over the labelled objects of every fold but ``fold``.
+
+    None for a store without per-fold sums (mmz 0.1).
+    """
+    if "norm/fold_sums" not in (group.attrs.get("arrays") or []):
+        return None
+    sums = group["norm/fold_sums"][:]
+    return normalisation(np.delete(sums, fold, axis=0).sum(axis=0))
 
 
 def out_of_fold(run: RunDir, source: CubeSource, rows, folds, done, spec: RunSpec, grid, group, device) -> dict:

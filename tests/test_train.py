@@ -38,7 +38,11 @@ def mmz_process(*args):
 
 
 def test_training_learns_and_writes_the_run(project, run_mmz):
-    code, _, err = run_mmz("-q", "train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY)
+    # a constant rate and no early stop: 8 full epochs of learning (the recipe has tests of its own)
+    fixed = ["--schedule", "constant", "--patience", "0"]
+    code, _, err = run_mmz(
+        "-q", "train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY, *fixed
+    )
     assert code == 0, err
     run = project / "runs" / "learn"
     assert {"config.yaml", "fold0_seed0.pt", "metrics.json", "train.log", "oof.npz"} <= {p.name for p in run.iterdir()}
@@ -56,7 +60,7 @@ def test_training_learns_and_writes_the_run(project, run_mmz):
     assert len((run / "train.log").read_text().splitlines()) == 9  # a start line and one line per epoch
     # the same command again finds the work done: the checkpoint is not written again
     stamp = (run / "fold0_seed0.pt").stat().st_mtime_ns
-    code, _, err = run_mmz("train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY)
+    code, _, err = run_mmz("train", "--project", project, "--fold", 0, "--epochs", 8, "--name", "learn", *TINY, *fixed)
     assert code == 0 and json.loads((run / "metrics.json").read_text())["models"] == result["models"], err
     assert (run / "fold0_seed0.pt").stat().st_mtime_ns == stamp
 
@@ -162,7 +166,9 @@ def test_bad_stores(tmp_path, project, run_mmz):
     empty = tmp_path / "empty"
     src = zarr.open_group(str(project / "cubes.zarr"), mode="r")
     dst = zarr.open_group(str(empty / "cubes.zarr"), mode="w")
-    for name in ("cubes", "band_ok", "flags", "id", "ra", "dec", "ebv", "mag_ref", "fold", "norm/mean", "norm/std"):
+    arrays = ("cubes", "band_ok", "flags", "id", "ra", "dec", "ebv", "mag_ref", "fold", "norm/mean", "norm/std",
+              "norm/fold_sums")  # fmt: skip
+    for name in arrays:
         dst.create_array(name, data=src[name][:])
     dst.create_array("z_spec", data=np.full(src["z_spec"].shape, np.nan, np.float32))
     dst.attrs.update(dict(src.attrs))

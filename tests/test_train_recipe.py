@@ -1,0 +1,124 @@
+"""The training recipe: nothing of the held-out fold reaches its models; schedule and early stopping."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+from helpers import mmz_ok, tiny_cubes
+
+from mmzcli import store, train
+from mmzcli.cubes import inner_validation
+from mmzcli.cutout import compress
+from mmzcli.runs import RunDir, load_checkpoint
+from mmzcli.train import TrainConfig, learning_rate
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch", "--fold", "0", "--name", "run"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, one_torch_thread):
+    return tiny_cubes(tmp_path_factory.mktemp("recipe"), n=200)
+
+
+def _held_out_rows(path):
+    group = zarr.open_group(str(path / store.CUBES_NAME), mode="r")
+    return np.flatnonzero(group["fold"][:] == 0)
+
+
+def test_the_held_out_fold_never_touches_the_weights_of_its_models(project, tmp_path):
+    """Every label and every pixel of fold 0 changed: the models of fold 0 are bit-identical.
+
+    Before, fold 0 chose the best epoch and its pixels entered the normalisation.
+    """
+    other = tmp_path / "proj"
+    shutil.copytree(project, other)
+    rows = _held_out_rows(other)
+    group = zarr.open_group(str(other / store.CUBES_NAME), mode="r+")
+    z = group["z_spec"][:]
+    z[rows] = np.where(np.isfinite(z[rows]), (z[rows] + 0.37) % 0.9, z[rows])  # other labels, still on the grid
+    store.write_array(group, "z_spec", z)
+    cubes = group["cubes"][:]
+    cubes[rows] = cubes[rows] * 3.0 + 5.0  # other pixels
+    store.write_array(group, "cubes", cubes)
+
+    for where in (project, other):
+        mmz_ok("-q", "train", "--project", where, "--epochs", "3", *TINY)
+    a, b = (load_checkpoint(RunDir(p / "runs" / "run").model_path(0, 0)) for p in (project, other))
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert np.array_equal(a["model"][key].numpy(), b["model"][key].numpy()), key
+    assert [h["val_loss"] for h in a["metrics"]["history"]] == [h["val_loss"] for h in b["metrics"]["history"]]
+    assert a["metrics"]["validation"] == "inner"
+    # the out-of-fold predictions do see fold 0: they differ, as the cubes do
+    oof_a, oof_b = (np.load(RunDir(p / "runs" / "run").oof_path) for p in (project, other))
+    assert not np.array_equal(oof_a["pdf"], oof_b["pdf"])
+
+
+def test_the_normalisation_of_a_fold_comes_from_the_other_folds(project):
+    """The network's buffers equal mean and std of the compressed pixels of the labelled objects of folds 1-4."""
+    mmz_ok("-q", "train", "--project", project, "--epochs", "3", *TINY)  # (finished by the test above, if it ran)
+    group = zarr.open_group(str(project / store.CUBES_NAME), mode="r")
+    labelled = train.labelled_rows(store.open_store(project / store.CUBES_NAME))
+    rows = labelled[group["fold"][:][labelled] != 0]
+    cubes, band_ok = group["cubes"][:][rows], group["band_ok"][:][rows]
+    model = load_checkpoint(RunDir(project / "runs" / "run").model_path(0, 0))["model"]
+    for b in range(cubes.shape[1]):
+        pixels = compress(cubes[band_ok[:, b], b].astype(np.float64))
+        assert model["norm_mean"][b].item() == pytest.approx(pixels.mean(), rel=1e-5, abs=1e-6)
+        assert model["norm_std"][b].item() == pytest.approx(pixels.std(), rel=1e-5)
+    everything = group["norm/mean"][:]  # all folds: not what fold 0 trained with
+    assert not np.allclose(everything, model["norm_mean"].numpy(), rtol=1e-6, atol=0)
+
+
+def test_the_inner_validation_set_is_one_in_eight_and_independent_of_the_fold():
+    from mmzcli.cubes import fold_of
+
+    ids = np.arange(1, 200_001, dtype=np.int64)
+    inner = inner_validation(ids)
+    assert inner.mean() == pytest.approx(1 / 8, abs=0.003)
+    folds = fold_of(ids)
+    for k in range(5):
+        assert inner[folds == k].mean() == pytest.approx(1 / 8, abs=0.006)  # not tied to a fold
+
+
+def test_the_learning_rate_warms_up_then_decays_to_its_floor():
+    config = TrainConfig(lr=1e-3, warmup=0.1, min_lr=0.01)
+    rates = [learning_rate(config, step, 1000) for step in range(1000)]
+    assert rates[0] == pytest.approx(1e-5) and rates[99] == pytest.approx(1e-3)  # linear warm-up over 100 steps
+    assert all(b > a for a, b in zip(rates[:99], rates[1:100]))
+    assert all(b <= a for a, b in zip(rates[100:], rates[101:]))  # then only down
+    assert rates[-1] == pytest.approx(1e-5, rel=0.01)  # to min_lr x peak
+    assert rates[550] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5), rel=0.01)  # half way: half the range
+    assert learning_rate(TrainConfig(lr=1e-3, schedule="constant"), 7, 1000) == 1e-3
+    assert learning_rate(TrainConfig(lr=1e-3, batch_size=128, scale_lr=True, schedule="constant"), 0, 10) == 4e-3
+
+
+def test_training_stops_when_the_inner_validation_loss_stops_improving(project, monkeypatch, tmp_path):
+    """Patience 2 and a validation loss that only worsens after epoch 1: 3 epochs of the 10 planned."""
+    losses = iter(1.0 + 0.1 * np.arange(100))
+    original = train.evaluate_rows
+
+    def worsening(*args, **kwargs):
+        pdfs, regs, _ = original(*args, **kwargs)
+        return pdfs, regs, float(next(losses))
+
+    monkeypatch.setattr(train, "evaluate_rows", worsening)
+    where = tmp_path / "p"
+    shutil.copytree(project, where, ignore=shutil.ignore_patterns("runs"))
+    mmz_ok("-q", "train", "--project", where, "--epochs", "10", "--patience", "2", *TINY)
+    metrics = load_checkpoint(RunDir(where / "runs" / "run").model_path(0, 0))["metrics"]
+    assert metrics["epochs_trained"] == 3 and metrics["best_epoch"] == 0
+    rates = [h["lr"] for h in metrics["history"]]  # recorded per epoch: past the warm-up, the cosine decays
+    assert 1e-3 > rates[0] > rates[1] > rates[2] > 1e-5
+    assert "stopped after epoch 3" in (where / "runs" / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--schedule", "step"), ("--warmup", "1.5"), ("--patience", "-1")])
+def test_bad_recipe_options_are_one_line(project, run_mmz, option, value):
+    code, _, err = run_mmz("train", "--project", project, "--epochs", "3", *TINY, option, value)
+    assert code == 2 and "Traceback" not in err and option in err
