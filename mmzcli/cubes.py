@@ -194,8 +194,9 @@ def build_cubes(
     with store.writing(store.partial_path(path)):
         store.write_array(group, "flags", store.read_array(group, "flags") | z_flags)
     fold_sums = summary.pop("norm_sums")  # [fold, (count, sum, sum of squares), band]
-    mean, std = normalisation(fold_sums.sum(axis=0))
-    empty = fold_sums.sum(axis=0)[0] == 0
+    all_folds = fold_sums.sum(axis=0)
+    mean, std = normalisation(all_folds)
+    empty = all_folds[0] == 0
     store.finish(
         group,
         path,

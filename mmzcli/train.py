@@ -193,6 +193,9 @@ def _save(checkpoint: dict, path: Path) -> None:
         torch.save(checkpoint, tmp)
 
 
+# the TrainConfig fields that change the weights, compared when a run resumes (folds may be trained apart)
+WEIGHT_SETTINGS = ("epochs", "batch_size", "lr", "seeds", "amp", "channels_last", "schedule", "warmup", "min_lr",
+                   "patience", "scale_lr")  # fmt: skip
 REFERENCE_BATCH = 32  # the paper's batch size: --scale-lr scales the learning rate from it
 
 
@@ -584,10 +587,11 @@ def train_run(
     if len(rows) == 0:
         raise InputError(f"{store_path}: no labelled object (usable Z_SPEC and image data); nothing to train on")
     folds = group["fold"][:]
+    inner = inner_validation(group["id"][:])
     for k in spec.train.folds:
         if not 0 <= k < group.attrs["n_folds"]:
             raise ConfigError(f"--fold {k}: the store has folds 0..{group.attrs['n_folds'] - 1}")
-        train_rows, val_rows = training_split(rows, folds, inner_validation(group["id"][:]), k)
+        train_rows, val_rows = training_split(rows, folds, inner, k)
         if not len(train_rows) or not len(val_rows) or not np.any(folds[rows] == k):
             raise InputError(
                 f"{store_path}: fold {k} leaves no training, inner validation or held-out object "
@@ -607,25 +611,8 @@ def train_run(
         "store_path": str(store_path.resolve()),  # for information: not compared
         "model": asdict(config),
         "run": {k: v for k, v in asdict(spec).items() if k != "train"},
-        "train": {
-            k: v
-            for k, v in asdict(spec.train).items()  # what changes the weights; folds may be
-            if k
-            in (
-                "epochs",
-                "batch_size",
-                "lr",
-                "seeds",
-                "amp",
-                "channels_last",
-                "schedule",
-                "warmup",
-                "min_lr",
-                "patience",
-                "scale_lr",
-            )
-        },
-    }  # run apart
+        "train": {k: v for k, v in asdict(spec.train).items() if k in WEIGHT_SETTINGS},
+    }
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as YAML reads them back
     if rank == 0:
         hold_run_lock(run_dir, spec.train.folds)  # one mmz train per fold of a run (torchrun: rank 0)
@@ -646,7 +633,6 @@ def train_run(
         torch.distributed.barrier()
 
     source = CubeSource(group, rows, spec.train)
-    inner = inner_validation(group["id"][:])
     grid = profile.redshift_grid
     log_path = run.log_path if rank == 0 else None
     with Report(console if rank == 0 else None, log_path, profile.outlier_threshold) as report:
