@@ -237,11 +237,12 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
     if not torchrun and shard is not None:
         rank, world = shard
     run = resolve_run(o.project, o.run)
+    paths = expand_tiles(tiles)
     # torchrun: rank 0 locks the catalogue for every rank; --shard jobs lock their own shard
     _refuse_existing(
         output,
         o.overwrite,
-        {"tile": expand_tiles(tiles), "catalogue": [o.catalog], "run file": run_files(run)},
+        {"tile": paths, "catalogue": [o.catalog], "run file": run_files(run)},
         lock=rank == 0 or not torchrun,
         shard=None if torchrun else shard,
     )
@@ -249,7 +250,7 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
     ensemble = Ensemble.load(run, Path(o.project), device)
     profile = ensemble.profile
     skipped: list[str] = []
-    images = _index(expand_tiles(tiles), profile, o.keep_going, skipped)
+    images = _index(paths, profile, o.keep_going, skipped)
     present = {image.band for image in images}
     absent = [b for b in profile.band_names if b not in present]
     if absent and not o.allow_missing_bands:
