@@ -436,8 +436,8 @@ def step_forest(study: Study) -> None:
 
     from mmzcli import __version__
     from mmzcli.catalog import summarise_pdfs, write_photoz
+    from mmzcli.cubeset import labelled_rows
     from mmzcli.store import cubes_path, open_store
-    from mmzcli.train import labelled_rows
 
     s, root = study.settings, study.root
     catalogue = root / "oof-forest.fits"
@@ -553,8 +553,8 @@ def run_speed(run_dir: Path) -> dict:
 
 def step_analyse(study: Study) -> dict:
     from mmzcli import __version__
+    from mmzcli.cubeset import labelled_rows
     from mmzcli.store import cubes_path, open_store
-    from mmzcli.train import labelled_rows
 
     s, root = study.settings, study.root
     cats = {m: root / f"oof-{m}.fits" for m in MODELS}

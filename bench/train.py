@@ -1,126 +1,248 @@
-"""Training and inference throughput of the network, FLOPs and the multimodal/baseline cost ratio.
+"""Training speed that tells the truth: step, loop, utilisation, multimodal/baseline, models at once.
 
-    .venv/bin/python bench/train.py [--widths 1,0.25] [--steps 8] [--device auto]
+    .venv/bin/python bench/train.py [--widths 0.25] [--steps 20] [--jobs 1,2] [--json bench.json]
+    python3 bench/train.py --widths 1 --jobs 1,4,8 --json $OUT/bench.json        # a GPU
 
-For the hsc9 baseline (one modality of 9 bands) and the 2-band first-order
-early-fusion model, at each width: training samples/s (Adam step, batch 32,
-bf16 autocast + channels_last, and fp32), inference samples/s (batch 256,
-bf16), FLOPs per sample (torch.utils.flop_counter, forward; training is
-about 3x), the achieved GFLOP/s, and the multimodal/baseline time ratio
-(the paper measured 1.2; our target is <= 1.05).
+For the hsc9 baseline (one modality of 9 bands) and the 2-band first-order early-fusion model
+(``mm2-early``), at each width, on this device:
+
+- **peak**: a bf16 (and fp32) matmul measured here, the ceiling the utilisation is quoted against;
+- **step**: samples/s of the bare training step (batch already on the device, Adam, loss CE + MAE);
+- **loop**: samples/s through ``mmz train``'s own data path (a Zarr store, ``CubeSet`` resident in
+  float16, gathering, augmentation, the deferred loss read-back), and loop/step;
+- **utilisation**: training FLOP/s (3 x the forward's, counted by torch) over the measured peak;
+- **mm/base**: the multimodal model's time per sample over the baseline's (paper: 1.2);
+- **models at once**: the aggregate loop rate of J processes each training its own model on this
+  device (``mmz train --jobs J``); on the CPU each gets 1/J of the threads.
+
+Memory format and compilation follow ``mmz train``'s defaults for the device unless given.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmzcli.model import PhotoZNet, loss_fn, variant_config
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-PEAKS = {"cpu": {"fp32": 186.0, "bf16": 400.0}}  # GFLOP/s, matmul peak measured on the 2-core CI machine
+from mmzcli.cubeset import CubeSet, augment  # noqa: E402
+from mmzcli.model import PhotoZNet, loss_fn, variant_config  # noqa: E402
+from mmzcli.train import FASTER_LAYOUT, EpochLosses  # noqa: E402
 
-
-def batch(n: int, bands: int, device):
-    x = torch.randn(n, bands, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
-    return x, torch.rand(n, device=device) * 0.1, torch.ones(n, bands, dtype=torch.bool, device=device)
-
-
-def flops_per_sample(model: PhotoZNet, bands: int, device) -> float:
-    x, ebv, ok = batch(2, bands, device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x, ebv, ok)
-    return counter.get_total_flops() / 2
+MODELS = ("baseline", "mm2-early")
+BANDS = 9
+N_BINS = 400
 
 
-def timed(fn, steps: int, device) -> float:
-    fn()  # warm-up (allocations, autotuning)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def matmul_peak(device, dtype) -> float:
+    """FLOP/s of a large square matmul in ``dtype`` on ``device``: the ceiling quoted for utilisation."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    return 2 * n**3 / timed(lambda: a @ b, 10 if device.type == "cuda" else 3, device)
+
+
+def timed(fn, steps: int, device, warmup: int = 2) -> float:
+    """Seconds per call of ``fn`` after ``warmup`` calls (allocation, autotuning, compilation)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     return (time.perf_counter() - start) / steps
 
 
-def measure(name: str, width: float, steps: int, device, amp: bool) -> dict:
-    config = variant_config(name, width=width, n_bins=400)
-    model = PhotoZNet(config).to(device, memory_format=torch.channels_last)
-    bands = len(config.bands)
-    optimizer = torch.optim.Adam(model.parameters())
-    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
-    x, ebv, ok = batch(32, bands, device)
-    z = torch.rand(32, device=device) * 4
-    bins = (z / 0.01).long().clamp(max=399)
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
-    def train_step():
-        with cast:
-            logits, z_reg = model(x, ebv, ok)
-        loss = loss_fn(logits, z_reg, z, bins)
-        optimizer.zero_grad(set_to_none=True)
+
+def synthetic_store(root: Path, n: int):
+    """A cubes store as ``mmz train`` reads it (the arrays CubeSet needs), filled with sky-like noise."""
+    import zarr
+
+    rng = np.random.default_rng(0)
+    group = zarr.open_group(str(root / "cubes.zarr"), mode="w")
+    cubes = (rng.standard_normal((n, BANDS, 64, 64), np.float32) * 3).astype(np.float32)
+    group.create_array("cubes", data=cubes, chunks=(32, BANDS, 64, 64))
+    group.create_array("band_ok", data=np.ones((n, BANDS), bool))
+    group.create_array("ebv", data=rng.uniform(0, 0.1, n).astype(np.float32))
+    group.create_array("z_spec", data=rng.uniform(0, 3.9, n).astype(np.float32))
+    return group
+
+
+class Trainer:
+    """One model with its optimiser and training step, as ``mmz train`` builds them."""
+
+    def __init__(self, name: str, width: float, device, amp: bool, channels_last: bool, compile: bool):
+        self.device, self.amp = device, amp
+        self.model = PhotoZNet(variant_config(name, width=width, n_bins=N_BINS)).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.net = torch.compile(self.model) if compile else self.model
+        self.model.train()
+
+    def step(self, x, ok, ebv, z):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits, z_reg = self.net(x, ebv, ok)
+        bins = (z / (4.0 / N_BINS)).long().clamp(0, N_BINS - 1)
+        loss = loss_fn(logits.float(), z_reg.float(), z, bins)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
+        return loss
 
-    xi, ebvi, oki = batch(256, bands, device)
-
-    def infer():
-        with torch.no_grad(), cast:
-            model(xi, ebvi, oki)
-
-    model.train()
-    t_train = timed(train_step, steps, device)
-    model.eval()
-    t_infer = timed(infer, max(2, steps // 4), device)
-    flops = flops_per_sample(model, bands, device)
-    return {
-        "name": name,
-        "width": width,
-        "amp": amp,
-        "params": sum(p.numel() for p in model.parameters()),
-        "train": 32 / t_train,
-        "infer": 256 / t_infer,
-        "flops": flops,
-        "train_gflops": 3 * flops * 32 / t_train / 1e9,
-        "infer_gflops": flops * 256 / t_infer / 1e9,
-    }
+    def flops_per_sample(self, bands: int) -> float:
+        x = torch.randn(2, bands, 64, 64, device=self.device)
+        ok = torch.ones(2, bands, dtype=torch.bool, device=self.device)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            self.model(x, torch.zeros(2, device=self.device), ok)
+        return counter.get_total_flops() / 2
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--widths", default="1,0.25")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+class NoReport:
+    def step(self, *args, **kwargs) -> None:
+        pass
+
+
+def step_rate(trainer: Trainer, steps: int, batch: int) -> float:
+    d = trainer.device
+    x = torch.randn(batch, BANDS, 64, 64, device=d)
+    ok, ebv = torch.ones(batch, BANDS, dtype=torch.bool, device=d), torch.rand(batch, device=d) * 0.1
+    z = torch.rand(batch, device=d) * 3.9
+    return batch / timed(lambda: trainer.step(x, ok, ebv, z), steps, d, warmup=3)
+
+
+def loop_rate(trainer: Trainer, group, steps: int, batch: int, channels_last: bool) -> float:
+    """Samples/s of ``steps`` batches through mmz train's data path (after 3 warm-up batches)."""
+    rows = np.arange(group["cubes"].shape[0])
+    cubes = CubeSet(group, rows, trainer.device, channels_last=channels_last)
+    losses = EpochLosses(0, 0, 0, 1e-4, NoReport())
+    rng = np.random.default_rng(0)
+    done, start = 0, 0.0
+    while done < steps + 3:
+        for x, ok, ebv, z in cubes.batches(rows, batch, rng):
+            if done == 3:
+                losses.read_back()
+                sync(trainer.device)
+                start = time.perf_counter()
+            losses.add(trainer.step(augment(x), ok, ebv, z), len(z))
+            done += 1
+            if done == steps + 3:
+                break
+    losses.read_back()
+    sync(trainer.device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def _concurrent_worker(args, store_root, barrier, results, threads) -> None:
+    import zarr
+
+    torch.set_num_threads(threads)
+    name, width, device, amp, channels_last, compile, steps, batch = args
+    trainer = Trainer(name, width, device, amp, channels_last, compile)
+    group = zarr.open_group(str(store_root / "cubes.zarr"), mode="r")
+    loop_rate(trainer, group, 3, batch, channels_last)  # warm-up (and compilation) before the common start
+    barrier.wait()
+    results.put(loop_rate(trainer, group, steps, batch, channels_last))
+
+
+def concurrent_rate(jobs: int, args, store_root: Path) -> float:
+    """Aggregate samples/s of ``jobs`` processes each training its own model (as mmz train --jobs)."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(jobs), context.Queue()
+    threads = max(1, torch.get_num_threads() // jobs)
+    workers = [
+        context.Process(target=_concurrent_worker, args=(args, store_root, barrier, results, threads))
+        for _ in range(jobs)
+    ]
+    for w in workers:
+        w.start()
+    rates = [results.get() for _ in workers]
+    for w in workers:
+        w.join()
+    return float(sum(rates))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--widths", default="0.25", help="channel-width multipliers, e.g. 1 on a GPU [0.25]")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per figure [20]")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16 autocast")
+    p.add_argument("--memory-format", choices=("auto", "nchw", "channels-last"), default="auto")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--jobs", default="1,2", help="models at once for the aggregate rate [1,2]")
+    p.add_argument("--store-size", type=int, help="objects in the synthetic store [GPU 4096, CPU 512]")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {label}; torch {torch.__version__}")
-    print(
-        f"{'model':12s} {'width':>5s} {'prec':>4s} {'params':>10s} {'GFLOP/sample':>12s} {'train/s':>8s} "
-        f"{'GFLOP/s':>8s} {'infer/s':>8s} {'GFLOP/s':>8s}"
+    kind = device.type
+    channels_last = (
+        FASTER_LAYOUT[kind] == "channels_last" if args.memory_format == "auto" else args.memory_format != "nchw"
     )
-    for width in map(float, args.widths.split(",")):
-        rows = {}
-        for amp in (True, False):
-            for name in ("baseline", "mm2-early"):
-                r = measure(name, width, args.steps, device, amp)
-                rows[name, amp] = r
+    compile = kind == "cuda" if args.compile == "auto" else args.compile == "on"
+    label = torch.cuda.get_device_name(device) if kind == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    peak = {"bf16": matmul_peak(device, torch.bfloat16), "fp32": matmul_peak(device, torch.float32)}
+    precision = "bf16" if args.amp else "fp32"
+    print(
+        f"device: {label}; torch {torch.__version__}; {precision}, batch {args.batch}, "
+        f"{'channels_last' if channels_last else 'NCHW'}, compile {'on' if compile else 'off'}"
+    )
+    print(f"measured matmul peak: bf16 {peak['bf16'] / 1e12:.2f} TFLOP/s, fp32 {peak['fp32'] / 1e12:.2f} TFLOP/s")
+    report = {"device": label, "torch": torch.__version__, "precision": precision, "batch": args.batch,
+              "channels_last": channels_last, "compile": compile, "peak_flops": peak, "rows": []}  # fmt: skip
+    n = args.store_size or (4096 if kind == "cuda" else 512)
+    with tempfile.TemporaryDirectory() as tmp:
+        group = synthetic_store(Path(tmp), n)
+        header = ("model", "width", "step/s", "loop/s", "loop/step", "TFLOP/s", "util")
+        print("{:10s} {:>5s} {:>8s} {:>8s} {:>9s} {:>8s} {:>6s}".format(*header))
+        for width in map(float, args.widths.split(",")):
+            rates = {}
+            for name in MODELS:
+                trainer = Trainer(name, width, device, args.amp, channels_last, compile)
+                step = step_rate(trainer, args.steps, args.batch)
+                loop = loop_rate(trainer, group, args.steps, args.batch, channels_last)
+                flops = 3 * trainer.flops_per_sample(BANDS) * step
+                util = flops / peak[precision]
+                rates[name] = step
                 print(
-                    f"{name:12s} {width:5.2f} {'bf16' if amp else 'fp32':>4s} {r['params']:10,d} "
-                    f"{r['flops'] / 1e9:12.3f} {r['train']:8.1f} {r['train_gflops']:8.1f} {r['infer']:8.1f} "
-                    f"{r['infer_gflops']:8.1f}"
+                    f"{name:10s} {width:5.2f} {step:8.1f} {loop:8.1f} {loop / step:9.2f} {flops / 1e12:8.3f} "
+                    f"{util:6.1%}"
                 )
-        for amp in (True, False):
-            ratio = rows["baseline", amp]["train"] / rows["mm2-early", amp]["train"]
-            print(
-                f"  width {width:g} {'bf16' if amp else 'fp32'}: multimodal/baseline training time ratio "
-                f"{ratio:.2f} (paper 1.2; target <= 1.05)"
-            )
-    if device.type == "cpu":
-        print(f"machine matmul peak: fp32 {PEAKS['cpu']['fp32']:.0f}, bf16 {PEAKS['cpu']['bf16']:.0f} GFLOP/s")
+                report["rows"].append(
+                    {
+                        "model": name,
+                        "width": width,
+                        "step": step,
+                        "loop": loop,
+                        "loop_over_step": loop / step,
+                        "train_flops": flops,
+                        "utilisation": util,
+                    }  # fmt: skip
+                )
+            ratio = rates["baseline"] / rates["mm2-early"]
+            print(f"  width {width:g}: multimodal/baseline time per sample {ratio:.2f} (paper 1.2; target <= 1.05)")
+            report.setdefault("mm_over_base", {})[f"{width:g}"] = ratio
+            for jobs in map(int, args.jobs.split(",")):
+                setup = ("mm2-early", width, device, args.amp, channels_last, compile, args.steps, args.batch)
+                aggregate = concurrent_rate(jobs, setup, Path(tmp))
+                print(f"  width {width:g}: mm2-early, {jobs} model(s) at once: {aggregate:.1f} samples/s in all")
+                report.setdefault("concurrent", []).append({"width": width, "jobs": jobs, "aggregate": aggregate})
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -287,10 +287,32 @@ def train(
         str, typer.Option("--norm", help="none (the paper) or batch: batch-norm in every conv, for fast small runs.")
     ] = "none",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast.")] = True,
+    amp: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--amp/--no-amp",
+            help="bf16 autocast [default: where the device runs it fast: CUDA, CPUs with AVX-512 BF16 or AMX].",
+            show_default=False,
+        ),
+    ] = None,
     compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the model (GPU; crashes on CPU with torch 2.13).")
-    ] = False,
+        Optional[bool],
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model [default: on CUDA, falling back to eager if it fails; off on the CPU].",
+            show_default=False,
+        ),
+    ] = None,
+    memory_format: Annotated[
+        str, typer.Option("--memory-format", help="auto (the faster one of the device), nchw or channels-last.")
+    ] = "auto",
+    cube_dtype: Annotated[
+        str, typer.Option("--cube-dtype", help="float16 (half the memory; same metrics) or float32 training cubes.")
+    ] = "float16",
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", help="Models (fold x seed) trained at once, one process each.", min=1),
+    ] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Require an existing run to continue.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Build the model, print its layout and parameter count, train nothing.")
@@ -303,7 +325,7 @@ def train(
     Writes PROJECT/runs/NAME/: config.yaml, fold<k>_seed<r>.pt, metrics.json, train.log, oof.npz.
     Killed runs continue from their last complete epoch when the same command is run again.
 
-    Example: mmz train --profile hsc9 --fusion early --project P --epochs 30 --seeds 3
+    Example: mmz train --profile hsc9 --fusion early --project P --epochs 30 --seeds 3 --jobs 5
     """
     import math
 
@@ -319,6 +341,11 @@ def train(
         raise ConfigError(f"--schedule {schedule}: expected cosine or constant")
     if not 0 <= warmup < 1:
         raise ConfigError(f"--warmup {warmup:g}: expected a share of the steps in [0, 1), e.g. 0.05")
+    layouts = {"auto": None, "nchw": False, "channels-last": True}
+    if memory_format not in layouts:
+        raise ConfigError(f"--memory-format {memory_format}: expected auto, nchw or channels-last")
+    if cube_dtype not in ("float16", "float32"):
+        raise ConfigError(f"--cube-dtype {cube_dtype}: expected float16 or float32")
     try:
         order_list = tuple(int(o) for o in orders.split(","))
     except ValueError:
@@ -346,6 +373,9 @@ def train(
             device=device,
             amp=amp,
             compile=compile,
+            channels_last=layouts[memory_format],
+            cube_dtype=cube_dtype,
+            jobs=jobs,
             folds=(fold,) if fold is not None else tuple(range(folds)),
         ),
     )
@@ -418,8 +448,13 @@ def predict(
     ] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     amp: Annotated[
-        bool, typer.Option("--amp/--no-amp", help="bf16 autocast for the convolutions (the head stays float32).")
-    ] = True,
+        Optional[bool],
+        typer.Option(
+            "--amp/--no-amp",
+            help="bf16 autocast for the convolutions [default: where the device runs it fast].",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Keep the tiles already done by an interrupted run (and merge shards).")
     ] = False,

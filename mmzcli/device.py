@@ -1,16 +1,15 @@
 """Where the network runs: device choice, bf16 autocast, batches moved to the device, torchrun ranks.
 
 Training, prediction and the dropout scan all go through these, so that a
-model sees its inputs the same way in every command.
+model runs the same way in every command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Any
-
-import numpy as np
 
 
 def resolve_device(name: str) -> Any:
@@ -30,30 +29,36 @@ def resolve_device(name: str) -> Any:
     return torch.device(name)
 
 
+@functools.cache
+def fast_bf16(device_type: str) -> bool:
+    """Whether bf16 autocast speeds this kind of device up, the default of ``--amp``.
+
+    CUDA: when the GPU supports bf16.  CPU: when a bf16 matmul measures faster than a float32 one
+    (about 2x with AVX-512 BF16 or AMX; without them bf16 is emulated, about 100x slower: measured
+    on an AVX2-only EPYC, docs/benchmarks.md).  The measurement takes a few milliseconds.
+    """
+    import time
+
+    import torch
+
+    if device_type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+
+    def seconds(dtype) -> float:
+        a = torch.randn(256, 256).to(dtype)
+        a @ a  # warm-up
+        start = time.perf_counter()
+        a @ a
+        return time.perf_counter() - start
+
+    return seconds(torch.bfloat16) < seconds(torch.float32)
+
+
 def autocast(device: Any, enabled: bool) -> Any:
     """bf16 autocast on ``device`` (CUDA and CPU alike), or nothing."""
     import torch
 
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
-def to_device(arrays: tuple[np.ndarray, ...], device: Any, channels_last: bool) -> tuple[Any, ...]:
-    """A batch of numpy arrays as tensors on ``device``; the first (the cubes) in channels-last layout if asked.
-
-    On CUDA the copies go through pinned memory and do not block the host.
-    """
-    import torch
-
-    non_blocking = device.type == "cuda"
-
-    def move(a: np.ndarray) -> Any:
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        return (t.pin_memory() if non_blocking else t).to(device, non_blocking=non_blocking)
-
-    first, *rest = (move(a) for a in arrays)
-    if channels_last:
-        first = first.contiguous(memory_format=torch.channels_last)
-    return (first, *rest)
 
 
 def torchrun_rank() -> tuple[int, int]:

@@ -57,7 +57,7 @@ def _modality_name(modality) -> str:
     return "_".join(modality)
 
 
-def predict_dropped(project: Path, run: str, *, device: str = "auto", console=None) -> dict:
+def predict_dropped(project: Path, run: str, *, device_name: str = "auto", console=None) -> dict:
     """Out-of-fold median redshifts of a run with nothing dropped and with each modality dropped in turn.
 
     Returns id, fold, z_spec and ``z_phot`` [1 + M, n] (row 0: nothing dropped;
@@ -66,11 +66,12 @@ def predict_dropped(project: Path, run: str, *, device: str = "auto", console=No
     import torch
 
     from mmzcli import pdf
-    from mmzcli.device import autocast, resolve_device, to_device
+    from mmzcli.cubeset import labelled_rows
+    from mmzcli.device import autocast, fast_bf16, resolve_device
     from mmzcli.model import ModelConfig
     from mmzcli.progress import progress_bar
     from mmzcli.store import cubes_path, open_store
-    from mmzcli.train import CubeSource, TrainConfig, labelled_rows
+    from mmzcli.train import TrainConfig, cube_set
 
     run_dir, settings = _run_settings(project, run)
     config = ModelConfig.from_dict(settings["model"])
@@ -91,9 +92,13 @@ def predict_dropped(project: Path, run: str, *, device: str = "auto", console=No
         )
     rows = labelled_rows(group)
     rows = rows[np.isin(folds[rows], done)]
-    infer = TrainConfig(amp=bool(train.get("amp", False)), channels_last=bool(train.get("channels_last", True)))
-    source = CubeSource(group, rows, infer)
-    device = resolve_device(device)
+    device = resolve_device(device_name)
+    infer = TrainConfig(
+        amp=bool(train.get("amp", False)) and fast_bf16(device.type),  # bf16 where it is slow: hours, same result
+        channels_last=bool(train.get("channels_last", True)),
+        cube_dtype=train.get("cube_dtype", "float32"),  # as the run trained (float32 before mmz 0.2)
+    )
+    source = cube_set(group, rows, device, infer)
     edges = _edges(settings["model"])
     names = [_modality_name(m) for m in config.modalities]
     m = len(names)
@@ -110,9 +115,8 @@ def predict_dropped(project: Path, run: str, *, device: str = "auto", console=No
                 for model in models:
                     start = 0
                     with torch.no_grad():
-                        for batch in source.batches(rows[at], BATCH):
-                            x, ok, ebv, _ = to_device(batch, device, infer.channels_last)
-                            with autocast(device, infer.amp):
+                        for x, ok, ebv, _ in source.batches(rows[at], BATCH):
+                            with autocast(device, bool(infer.amp)):
                                 logits, _ = model(x, ebv, ok, drop=drop.expand(len(x), m))
                             p = torch.softmax(logits.float(), -1).cpu().numpy()
                             mean_pdf[start : start + len(p)] += p / seeds
@@ -195,7 +199,7 @@ def dropout_scan(
 
         check_output_dir(Path(output))
     references = {name: _reference_run(project, name) for name in baselines}  # their errors before the long part
-    scan = predict_dropped(project, run, device=device, console=console)
+    scan = predict_dropped(project, run, device_name=device, console=console)
     threshold = _threshold(project, scan["settings"])
     keep = np.isfinite(scan["z_spec"])
     ids = scan["id"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,7 @@ class PredictOptions:
     jobs: int = 1
     batch_size: int = 64
     device: str = "auto"
-    amp: bool = True
+    amp: bool | None = None  # bf16 autocast; None: where the device runs it fast
     resume: bool = False
     overwrite: bool = False
     keep_going: bool = False
@@ -225,7 +225,7 @@ def _is_number(text: str) -> bool:
 @releases_locks
 def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, console: Any = None) -> dict:
     """``mmz predict TILE... -o CAT``: see the module docstring."""
-    from mmzcli.device import resolve_device, torchrun_rank
+    from mmzcli.device import fast_bf16, resolve_device, torchrun_rank
     from mmzcli.progress import progress_bar
     from mmzcli.store import inputs_key
     from mmzcli.tiles import expand_tiles
@@ -247,6 +247,7 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
         shard=None if torchrun else shard,
     )
     device = resolve_device(o.device)
+    o = replace(o, amp=fast_bf16(device.type) if o.amp is None else o.amp)
     ensemble = Ensemble.load(run, Path(o.project), device)
     profile = ensemble.profile
     skipped: list[str] = []
@@ -433,7 +434,7 @@ class _TilePredictor:
                         ebv_values[start:stop][has_data],
                         self.device,
                         o.batch_size,
-                        o.amp,
+                        bool(o.amp),
                     )
                     pdfs[start:stop][has_data], z_reg[start:stop][has_data] = p, r
 

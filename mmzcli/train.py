@@ -2,6 +2,8 @@
 
 One process (CPU, or one GPU):
     mmz train --profile hsc9 --fusion early --project P --name early2
+Several models at once on one GPU or on the CPU's cores (one process per model):
+    mmz train --profile hsc9 --fusion early --project P --seeds 3 --jobs 4
 Several GPUs or processes (DistributedDataParallel; NCCL on GPUs, gloo on CPU):
     torchrun --nproc-per-node 4 -m mmzcli train --profile hsc9 --fusion early --project P
 
@@ -20,18 +22,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmzcli.cubes import inner_validation, normalisation
-from mmzcli.device import autocast, init_distributed, resolve_device, to_device
+from mmzcli.cubeset import CubeSet, augment, labelled_rows
+from mmzcli.device import autocast, fast_bf16, init_distributed, resolve_device
 from mmzcli.errors import ConfigError, InputError
-from mmzcli.flags import UNLABELLED
 from mmzcli.outputs import hold_run_lock, releases_locks
 from mmzcli.runs import MODEL_FORMAT, STATE_FORMAT, CheckpointError, RunDir, build_model, checkpoint_of, load_checkpoint
 
@@ -44,110 +45,36 @@ class TrainConfig:
     folds: tuple[int, ...] = (0, 1, 2, 3, 4)
     seeds: int = 1
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bf16 autocast (CUDA and CPU)
-    channels_last: bool = True
-    compile: bool = False
+    amp: bool | None = None  # bf16 autocast; None: where the device runs it fast (device.fast_bf16)
+    channels_last: bool | None = None  # None: the faster layout of the device (FASTER_LAYOUT)
+    compile: bool | None = None  # None: on CUDA (falls back to eager, logged, if it fails), off on the CPU
+    cube_dtype: str = "float16"  # how the training cubes are held (float32: twice the memory, same metrics)
+    jobs: int = 1  # models trained at once, one process each
     schedule: str = "cosine"  # cosine: linear warm-up, then cosine decay over the planned steps | constant
     warmup: float = 0.05  # share of the planned steps spent warming up the learning rate from 0
     min_lr: float = 0.01  # the cosine ends at this fraction of the peak learning rate
     patience: int = 5  # stop when the inner validation loss has not improved for this many epochs (0: never)
     scale_lr: bool = False  # multiply lr by batch_size / 32 (the paper's batch), for larger batches
-    memory_fraction: float = 0.5  # hold the training set in memory when it needs less than this share of free RAM
+    memory_fraction: float = 0.5  # hold the training set on the device when it needs less than this share of its
+    # free memory (shared by the --jobs processes), else stream it from Zarr
     stream_chunks: int = 16  # chunks read together (and shuffled together) when streaming from Zarr
 
-
-# ----------------------------------------------------------------------------- data
-
-
-def read_rows(array, rows: np.ndarray) -> np.ndarray:
-    """``array[rows]`` for sorted ``rows``, read slab by slab of whole chunks (never all at once)."""
-    out = np.empty((len(rows), *array.shape[1:]), array.dtype)
-    slab = array.chunks[0] * 32
-    i = 0
-    while i < len(rows):
-        lo = rows[i] // slab * slab
-        j = int(np.searchsorted(rows, lo + slab))
-        out[i:j] = array[lo : lo + slab][rows[i:j] - lo]
-        i = j
-    return out
+    def for_device(self, device) -> TrainConfig:
+        """This configuration with the automatic choices made for ``device``."""
+        kind = device.type
+        return replace(
+            self,
+            amp=fast_bf16(kind) if self.amp is None else self.amp,
+            channels_last=FASTER_LAYOUT[kind] == "channels_last" if self.channels_last is None else self.channels_last,
+            compile=kind == "cuda" if self.compile is None else self.compile,
+        )
 
 
-class CubeSource:
-    """The labelled cubes of a store: in memory when they fit, else read from Zarr in pools of chunks."""
-
-    def __init__(self, group, rows: np.ndarray, config: TrainConfig):
-        self.array = group["cubes"]
-        self.rows = np.sort(rows)
-        need = len(rows) * int(np.prod(self.array.shape[1:])) * 4
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        self.in_memory = need <= config.memory_fraction * free
-        self.stream_chunks = config.stream_chunks
-        self.band_ok = group["band_ok"][:]
-        self.ebv = group["ebv"][:].astype(np.float32)
-        self.z = group["z_spec"][:].astype(np.float32)
-        self.cubes = read_rows(self.array, self.rows) if self.in_memory else None
-
-    def cubes_of(self, rows: np.ndarray) -> np.ndarray:
-        if self.cubes is not None:  # in memory
-            return self.cubes[np.searchsorted(self.rows, rows)]
-        order = np.argsort(rows)
-        out = np.empty((len(rows), *self.array.shape[1:]), np.float32)
-        out[order] = read_rows(self.array, rows[order])
-        return out
-
-    def batches(
-        self, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None, shard: tuple[int, int] = (0, 1)
-    ):
-        """(cubes, band_ok, ebv, z) batches over ``rows``: shuffled when ``rng`` is given.
-
-        Streaming shuffles chunks, then rows within pools of ``stream_chunks``
-        chunks.  With ``shard`` = (rank, world) every rank gets an equal share
-        of each step and incomplete steps are dropped, as DDP needs.
-        """
-        rank, world = shard
-        step = batch_size * world
-        if self.in_memory or rng is None:
-            pools = [rows]
-        else:
-            chunk = self.array.chunks[0]
-            chunks = rng.permutation(np.unique(rows // chunk))
-            pools = [
-                rows[np.isin(rows // chunk, chunks[g : g + self.stream_chunks])]
-                for g in range(0, len(chunks), self.stream_chunks)
-            ]
-        for pool in pools:
-            order = rng.permutation(pool) if rng is not None else pool
-            loaded = None if self.in_memory else self.cubes_of(order)
-            end = len(order) // step * step if rng is not None else len(order)
-            for start in range(0, end, step):
-                part = order[start : start + step][rank::world]
-                cubes = self.cubes_of(part) if loaded is None else loaded[start : start + step][rank::world]
-                yield cubes, self.band_ok[part], self.ebv[part], self.z[part]
-
-
-def labelled_rows(group) -> np.ndarray:
-    """Rows with a usable spectroscopic redshift and image data."""
-    flags = group["flags"][:]
-    return np.flatnonzero(np.isfinite(group["z_spec"][:]) & ((flags & UNLABELLED) == 0))
-
-
-# ----------------------------------------------------------------------------- augmentation
-
-
-def augment(x):
-    """Random flips and 90-degree rotations, drawn per object on x's device (the torch RNG)."""
-    import torch
-
-    n = x.shape[0]
-    k = torch.randint(0, 4, (n,), device=x.device)
-    flip = torch.rand(n, device=x.device) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    out = x.clone()
-    for turns in (1, 2, 3):
-        chosen = k == turns
-        if chosen.any():
-            out[chosen] = torch.rot90(x[chosen], turns, dims=(-2, -1))
-    return out
+# The memory layout that trains faster, by device type, measured with bench/train.py (docs/benchmarks.md):
+# on an H200 plain NCHW beats channels_last (907 -> 964 samples/s baseline, 608 -> 866 two-band early: the
+# grouped convolutions of the modalities lose 30% in channels_last); on the 2-core CPU channels_last wins.
+FASTER_LAYOUT = {"cuda": "nchw", "cpu": "channels_last"}
+SYNC_EVERY = 32  # training losses are read back (and checked for divergence) every this many steps
 
 
 def _seed(*parts: int) -> int:
@@ -164,7 +91,7 @@ def bin_index(z, grid):
     return torch.clamp(((z - grid.z_min) / grid.width).long(), 0, grid.n_bins - 1)
 
 
-def evaluate_rows(model, source: CubeSource, rows: np.ndarray, grid, device, config: TrainConfig):
+def evaluate_rows(model, source: CubeSet, rows: np.ndarray, grid, device, config: TrainConfig):
     """PDFs (softmax), regression estimates and mean loss over ``rows`` (eval mode, no augmentation)."""
     import torch
 
@@ -173,9 +100,8 @@ def evaluate_rows(model, source: CubeSource, rows: np.ndarray, grid, device, con
     model.eval()
     pdfs, regs, total = [], [], 0.0
     with torch.no_grad():
-        for batch in source.batches(rows, 256):
-            x, ok, ebv, z = to_device(batch, device, config.channels_last)
-            with autocast(device, config.amp):
+        for x, ok, ebv, z in source.batches(rows, 256):
+            with autocast(device, bool(config.amp)):
                 logits, z_reg = model(x, ebv, ok)
             logits, z_reg = logits.float(), z_reg.float()
             total += float(loss_fn(logits, z_reg, z, bin_index(z, grid))) * len(z)
@@ -195,7 +121,7 @@ def _save(checkpoint: dict, path: Path) -> None:
 
 # the TrainConfig fields that change the weights, compared when a run resumes (folds may be trained apart)
 WEIGHT_SETTINGS = ("epochs", "batch_size", "lr", "seeds", "amp", "channels_last", "schedule", "warmup", "min_lr",
-                   "patience", "scale_lr")  # fmt: skip
+                   "patience", "scale_lr", "cube_dtype")  # fmt: skip
 REFERENCE_BATCH = 32  # the paper's batch size: --scale-lr scales the learning rate from it
 
 
@@ -221,6 +147,45 @@ def stopped_early(config: TrainConfig, best_epoch: int, epoch: int) -> bool:
     return config.patience > 0 and best_epoch >= 0 and epoch - best_epoch > config.patience
 
 
+class EpochLosses:
+    """One epoch's training losses, kept on the device and read back every SYNC_EVERY steps.
+
+    Reading a loss makes the host wait for the GPU; reading them in groups lets it queue the next
+    steps meanwhile.  A non-finite loss stops training, naming its step.
+    """
+
+    def __init__(self, fold: int, seed: int, epoch: int, lr: float, report):
+        self.fold, self.seed, self.epoch, self.lr, self.report = fold, seed, epoch, lr, report
+        self.pending: list = []
+        self.total, self.steps, self.samples, self.started = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss, samples: int) -> None:
+        self.pending.append(loss.detach())
+        self.samples += samples
+        if len(self.pending) == SYNC_EVERY:
+            self.read_back()
+
+    def read_back(self) -> None:
+        if not self.pending:
+            return
+        import torch
+
+        values = torch.stack(self.pending).tolist()
+        self.pending.clear()
+        for value in values:
+            self.steps += 1
+            if not math.isfinite(value):  # stop at once: the state of the last good epoch stays on disk
+                where = f"epoch {self.epoch + 1}, step {self.steps}"
+                raise _diverged(self.fold, self.seed, where, value, self.lr)
+        self.total += sum(values)
+        self.report.step(values[-1], self.rate, advance=len(values))
+
+    @property
+    def rate(self) -> float:
+        """Samples per second since the epoch began (exact once read back: the GPU has caught up)."""
+        return self.samples / (time.perf_counter() - self.started)
+
+
 def _diverged(fold: int, seed: int, where: str, loss: float, lr: float) -> ConfigError:
     return ConfigError(
         f"fold {fold} seed {seed} diverged at {where} (loss {loss:g}); lower --lr (now {lr:g}) "
@@ -228,27 +193,30 @@ def _diverged(fold: int, seed: int, where: str, loss: float, lr: float) -> Confi
     )
 
 
-def train_one(
-    source: CubeSource,
-    train_rows,
-    val_rows,
-    model_config,
-    config: TrainConfig,
-    grid,
-    norm,
-    fold: int,
-    seed: int,
-    run: RunDir,
-    device,
-    dist_info,
-    report,
-) -> dict:
+@dataclass
+class ModelJob:
+    """One model to train: fold k and seed r, its rows and normalisation, the settings, and its run."""
+
+    fold: int
+    seed: int
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    norm: tuple[np.ndarray, np.ndarray]  # per-band mean and std over the training folds
+    model_config: Any
+    config: TrainConfig  # made for the device (TrainConfig.for_device)
+    grid: Any
+    run: RunDir
+
+
+def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict:
     """Train (or resume, or skip when finished) the model of one fold and seed. Returns its metrics."""
     import torch
 
     from mmzcli import metrics, pdf
     from mmzcli.model import PhotoZNet, loss_fn
 
+    fold, seed, config, grid, run = job.fold, job.seed, job.config, job.grid, job.run
+    train_rows, val_rows, norm = job.train_rows, job.val_rows, job.norm
     rank, world, distributed = dist_info
     final = run.model_path(fold, seed)
     if final.exists():
@@ -261,7 +229,7 @@ def train_one(
     state_path = run.state_path(fold, seed)
 
     torch.manual_seed(_seed(seed, fold))
-    model = PhotoZNet(model_config)
+    model = PhotoZNet(job.model_config)
     model.norm_mean.copy_(torch.as_tensor(norm[0]))
     model.norm_std.copy_(torch.as_tensor(norm[1]))
     optimizer = torch.optim.Adam(model.parameters(), lr=peak_lr(config))
@@ -295,6 +263,7 @@ def train_one(
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     uncompiled = net
     if config.compile:
+        report.log("torch.compile: the model is compiled at its first step (eager again if that fails)")
         net = torch.compile(net)
 
     steps = len(train_rows) // (config.batch_size * world)
@@ -308,16 +277,17 @@ def train_one(
         torch.manual_seed(_seed(seed, fold, epoch))
         rng = np.random.default_rng(_seed(seed, fold, epoch))
         model.train()
-        started, seen, running = time.perf_counter(), 0, 0.0
+        losses = EpochLosses(fold, seed, epoch, config.lr, report)
         report.start_epoch(fold, seed, epoch, steps)
-        for batch_number, batch in enumerate(source.batches(train_rows, config.batch_size, rng, (rank, world)), 1):
-            x, ok, ebv, z = to_device(batch, device, config.channels_last)
+        for batch_number, (x, ok, ebv, z) in enumerate(
+            source.batches(train_rows, config.batch_size, rng, (rank, world)), 1
+        ):
             x = augment(x)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch * steps + batch_number - 1, config.epochs * steps)
 
             def step(net, x=x, ok=ok, ebv=ebv, z=z):
-                with autocast(device, config.amp):
+                with autocast(device, bool(config.amp)):
                     logits, z_reg = net(x, ebv, ok)
                 loss = loss_fn(logits.float(), z_reg.float(), z, bin_index(z, grid))
                 optimizer.zero_grad(set_to_none=True)
@@ -330,15 +300,11 @@ def train_one(
             except Exception as exc:  # torch.compile fails in training on some stacks (torch 2.13 CPU)
                 if net is uncompiled:
                     raise
-                report.log(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training uncompiled")
+                report.note(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training uncompiled")
                 net = uncompiled
                 loss = step(net)
-            value = loss.item()
-            if not math.isfinite(value):  # stop at once: the state of the last good epoch stays on disk
-                raise _diverged(fold, seed, f"epoch {epoch + 1}, step {batch_number}", value, config.lr)
-            seen += len(z) * world
-            running += value
-            report.step(value, seen / (time.perf_counter() - started))
+            losses.add(loss, len(z) * world)
+        losses.read_back()
         pdfs, _, val_loss = evaluate_rows(model, source, val_rows, grid, device, config)
         if not math.isfinite(val_loss):
             raise _diverged(fold, seed, f"epoch {epoch + 1}, in validation", val_loss, config.lr)
@@ -346,11 +312,11 @@ def train_one(
         scores = metrics.summary(z_phot, source.z[val_rows], report.threshold)
         record = {
             "epoch": epoch,
-            "train_loss": running / max(steps, 1),
+            "train_loss": losses.total / max(losses.steps, 1),
             "val_loss": val_loss,
             "val_sigma_mad": scores["sigma_mad"],
             "val_eta": scores["eta"],
-            "samples_per_s": seen / (time.perf_counter() - started),
+            "samples_per_s": losses.rate,
             "lr": optimizer.param_groups[0]["lr"],
         }
         history.append(record)
@@ -394,7 +360,8 @@ def train_one(
     }
     if rank == 0:
         _save(
-            checkpoint_of(MODEL_FORMAT, {"model": best_state, "config": asdict(model_config), "metrics": result}), final
+            checkpoint_of(MODEL_FORMAT, {"model": best_state, "config": asdict(job.model_config), "metrics": result}),
+            final,
         )
         state_path.unlink(missing_ok=True)
     if distributed:
@@ -406,10 +373,13 @@ def train_one(
 
 
 class Report:
-    """Progress on the terminal (rich) and one line per epoch in the run's log; silent off rank 0."""
+    """Progress on the terminal (rich) and one line per epoch in the run's log; silent off rank 0.
 
-    def __init__(self, console, log_path: Path | None, threshold: float):
-        self.console, self.log_path, self.threshold = console, log_path, threshold
+    In a worker process (``--jobs``) there is no terminal: ``sink`` takes the lines for the parent to show.
+    """
+
+    def __init__(self, console, log_path: Path | None, threshold: float, sink=None):
+        self.console, self.log_path, self.threshold, self.sink = console, log_path, threshold, sink
         self.progress, self.task = None, None
 
     def __enter__(self):
@@ -433,30 +403,109 @@ class Report:
                 self.progress.remove_task(self.task)
             self.task = self.progress.add_task(self.where, total=steps, loss=0.0, rate=0.0)
 
-    def step(self, loss, rate):
+    def step(self, loss, rate, advance=1):
         if self.progress is not None:
-            self.progress.update(self.task, advance=1, loss=loss, rate=rate)
+            self.progress.update(self.task, advance=advance, loss=loss, rate=rate)
 
     def end_epoch(self, record):
-        line = (
+        self.note(
             f"{self.where}: train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
             f"sigma_MAD {record['val_sigma_mad']:.4f}  eta {record['val_eta']:.3f}  "
             f"{record['samples_per_s']:.0f} samples/s"
         )
-        self.log(line)
-        if self.progress is not None:
-            self.progress.console.print(line)
 
     def note(self, line: str):
-        """A line for the log and the terminal: a model skipped, resumed or replaced."""
+        """A line for the log and the terminal: an epoch, a model skipped, resumed or replaced."""
         self.log(line)
+        self.show(line)
+
+    def show(self, line: str):
         if self.progress is not None:
             self.progress.console.print(line)
+        if self.sink is not None:
+            self.sink(line)
 
     def log(self, line: str):
         if self.log_path is not None:
             with open(self.log_path, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
+
+# ----------------------------------------------------------------------------- where the models train
+
+
+def cube_set(group, rows: np.ndarray, device, config: TrainConfig) -> CubeSet:
+    """The cubes of ``rows`` for training or prediction on ``device``; each of the --jobs processes holds its own."""
+    return CubeSet(
+        group,
+        rows,
+        device,
+        dtype=config.cube_dtype,
+        memory_fraction=config.memory_fraction / config.jobs,
+        stream_chunks=config.stream_chunks,
+        channels_last=bool(config.channels_last),
+    )
+
+
+_WORKER: dict[str, Any] = {}  # a --jobs process: its cube set, device and the queue of lines to show
+
+
+def _start_worker(store_path: Path, rows: np.ndarray, device, config: TrainConfig, threads: int, lines) -> None:
+    import torch
+
+    from mmzcli.store import open_store
+
+    torch.set_num_threads(threads)
+    _WORKER.update(source=cube_set(open_store(store_path), rows, device, config), device=device, lines=lines)
+
+
+def _train_in_worker(job: ModelJob, log_path: Path | None, threshold: float) -> dict:
+    with Report(None, log_path, threshold, sink=_WORKER["lines"].put) as report:
+        return train_one(job, _WORKER["source"], _WORKER["device"], (0, 1, False), report)
+
+
+def train_in_processes(
+    jobs: list[ModelJob], store_path: Path, rows: np.ndarray, device, config: TrainConfig, report: Report
+) -> None:
+    """Train ``config.jobs`` models at a time, one process each, to fill a GPU that one small model leaves idle.
+
+    Every model is the one ``train_one`` makes alone (its own rows, seeds and checkpoints), so a run is
+    resumable and, with the same threads per model, bit-identical to sequential training.  Processes are
+    spawned (CUDA cannot fork); on the CPU they share its cores.  A model that fails stops the models not
+    yet started; those already training finish theirs.
+    """
+    import multiprocessing
+    import queue
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+
+    context = multiprocessing.get_context("spawn")
+    lines = context.Queue()
+
+    def show_lines() -> None:
+        while True:
+            try:
+                report.show(lines.get_nowait())
+            except queue.Empty:
+                return
+
+    threads = max(1, torch.get_num_threads() // config.jobs)
+    report.log(f"start: {len(jobs)} models, {config.jobs} at a time, one process each ({threads} CPU threads)")
+    setup = (store_path, rows, device, config, threads, lines)
+    with ProcessPoolExecutor(config.jobs, mp_context=context, initializer=_start_worker, initargs=setup) as pool:
+        running = {pool.submit(_train_in_worker, job, report.log_path, report.threshold) for job in jobs}
+        try:
+            while running:
+                finished, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                show_lines()
+                for future in finished:
+                    future.result()  # a worker's error, raised here
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+    show_lines()
 
 
 # ----------------------------------------------------------------------------- a run
@@ -601,6 +650,10 @@ def train_run(
     cuda = spec.train.device != "cpu" and torch.cuda.is_available()
     rank, world, distributed = init_distributed("nccl" if cuda else "gloo")
     device = resolve_device(spec.train.device)
+    train = spec.train.for_device(device)
+    if train.jobs > 1 and distributed:
+        raise ConfigError("--jobs: under torchrun every process trains its share already; leave --jobs out")
+    grid = profile.redshift_grid
     name = name or spec.default_name()
     run = RunDir(runs_dir(project) / name)
     run_dir = run.path
@@ -611,7 +664,7 @@ def train_run(
         "store_path": str(store_path.resolve()),  # for information: not compared
         "model": asdict(config),
         "run": {k: v for k, v in asdict(spec).items() if k != "train"},
-        "train": {k: v for k, v in asdict(spec.train).items() if k in WEIGHT_SETTINGS},
+        "train": {k: v for k, v in asdict(train).items() if k in WEIGHT_SETTINGS},
     }
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as YAML reads them back
     if rank == 0:
@@ -632,39 +685,33 @@ def train_run(
     if distributed:
         torch.distributed.barrier()
 
-    source = CubeSource(group, rows, spec.train)
-    grid = profile.redshift_grid
+    jobs = [
+        ModelJob(fold, seed, *training_split(rows, folds, inner, fold), norm, config, train, grid, run)
+        for fold in spec.train.folds
+        for fold_norm in [fold_normalisation(group, fold)]
+        for norm in [fold_norm if fold_norm is not None else (group["norm/mean"][:], group["norm/std"][:])]
+        for seed in range(spec.train.seeds)
+    ]
     log_path = run.log_path if rank == 0 else None
     with Report(console if rank == 0 else None, log_path, profile.outlier_threshold) as report:
-        report.log(
-            f"start: {len(rows)} labelled objects ({'in memory' if source.in_memory else 'streamed'}), "
-            f"device {device}, world size {world}"
-        )
         for fold in spec.train.folds:
-            train_rows, val_rows = training_split(rows, folds, inner, fold)
-            norm = fold_normalisation(group, fold)
-            if norm is None:  # a store of mmz 0.1: its statistics include the held-out fold
+            if fold_normalisation(group, fold) is None:  # a store of mmz 0.1: its statistics include fold k
                 report.note(
                     f"{store_path} has no per-fold normalisation (built by mmz 0.1); using all folds' "
                     f"statistics: rebuild it (mmz build-cubes --overwrite) so that fold {fold} never counts"
                 )
-                norm = (group["norm/mean"][:], group["norm/std"][:])
-            for seed in range(spec.train.seeds):
-                train_one(
-                    source,
-                    train_rows,
-                    val_rows,
-                    config,
-                    spec.train,
-                    grid,
-                    norm,
-                    fold,
-                    seed,
-                    run,
-                    device,
-                    (rank, world, distributed),
-                    report,
-                )
+        if train.jobs > 1:
+            train_in_processes(jobs, store_path, rows, device, train, report)
+        else:
+            source = cube_set(group, rows, device, train)
+            report.log(
+                f"start: {len(rows)} labelled objects ({'held on the device' if source.resident else 'streamed'}, "
+                f"{train.cube_dtype}), device {device}, world size {world}, "
+                f"{'channels_last' if train.channels_last else 'NCHW'}, compile {'on' if train.compile else 'off'}, "
+                f"{'bf16' if train.amp else 'float32'}"
+            )
+            for job in jobs:
+                train_one(job, source, device, (rank, world, distributed), report)
 
     summary: dict[str, Any] = {}
     if rank == 0:  # over every finished model of the run, also those trained by other commands (--fold K)
@@ -672,7 +719,8 @@ def train_run(
         summary["models"] = [
             load_checkpoint(run.model_path(k, r))["metrics"] for k in done for r in range(spec.train.seeds)
         ]
-        oof = out_of_fold(run, source, rows, folds, done, spec, grid, group, device)
+        source = cube_set(group, rows[np.isin(folds[rows], done)], device, train)
+        oof = out_of_fold(run, source, rows, folds, done, spec.train.seeds, train, grid, group, device)
         summary["oof"] = metrics.summary(pdf.median(oof["pdf"], grid.edges()), oof["z_spec"], profile.outlier_threshold)
         atomic_write_text(run.metrics_path, json.dumps(summary, indent=1))
         if console is not None:
@@ -706,7 +754,7 @@ def fold_normalisation(group, fold: int) -> tuple[np.ndarray, np.ndarray] | None
     return normalisation(np.delete(sums, fold, axis=0).sum(axis=0))
 
 
-def out_of_fold(run: RunDir, source: CubeSource, rows, folds, done, spec: RunSpec, grid, group, device) -> dict:
+def out_of_fold(run: RunDir, source: CubeSet, rows, folds, done, seeds: int, config, grid, group, device) -> dict:
     """The labelled objects of the ``done`` folds, predicted by the models that did not see them (mean over seeds)."""
     from mmzcli.atomic import atomic_path
 
@@ -714,10 +762,10 @@ def out_of_fold(run: RunDir, source: CubeSource, rows, folds, done, spec: RunSpe
     for fold in done:
         val_rows = rows[folds[rows] == fold]
         pdfs, regs = 0.0, 0.0
-        for seed in range(spec.train.seeds):
+        for seed in range(seeds):
             model = build_model(load_checkpoint(run.model_path(fold, seed)), device)
-            p, r, _ = evaluate_rows(model, source, val_rows, grid, device, spec.train)
-            pdfs, regs = pdfs + p / spec.train.seeds, regs + r / spec.train.seeds
+            p, r, _ = evaluate_rows(model, source, val_rows, grid, device, config)
+            pdfs, regs = pdfs + p / seeds, regs + r / seeds
         parts.append((val_rows, pdfs, regs))
     order = np.concatenate([p[0] for p in parts])
     oof = {

@@ -176,19 +176,26 @@ def test_bad_stores(tmp_path, project, run_mmz):
     assert code == 2 and "no labelled object" in err
 
 
-def test_streaming_from_zarr_yields_the_same_rows_as_memory(project):
-    from mmzcli.train import CubeSource, TrainConfig, labelled_rows
+def test_streaming_from_zarr_yields_the_same_rows_and_values_as_the_resident_set(project):
+    import torch
+
+    from mmzcli.cubeset import CubeSet, labelled_rows
 
     g = zarr.open_group(str(project / "cubes.zarr"), mode="r")
     rows = labelled_rows(g)
-    memory = CubeSource(g, rows, TrainConfig())
-    stream = CubeSource(g, rows, TrainConfig(memory_fraction=0.0, stream_chunks=3))
-    assert memory.in_memory and not stream.in_memory
+    cpu = torch.device("cpu")
+    resident = CubeSet(g, rows, cpu)
+    stream = CubeSet(g, rows, cpu, memory_fraction=0.0, stream_chunks=3)
+    assert resident.resident and not stream.resident
+    held = torch.cat([b[0] for b in resident.batches(rows, 64)])  # in the order of rows
     seen = []
     for cubes, _ok, _ebv, z in stream.batches(rows, 16, np.random.default_rng(0)):
-        index = np.searchsorted(memory.rows, [np.flatnonzero(memory.z == zz)[0] for zz in z])
-        np.testing.assert_array_equal(cubes, memory.cubes[index])  # each cube travels with its own label
-        seen.extend(memory.rows[index])
+        index = [int(np.flatnonzero(resident.z == zz)[0]) for zz in z.numpy()]
+        for got, row in zip(cubes, index, strict=True):  # each cube travels with its own label, the same values
+            np.testing.assert_array_equal(got.numpy(), held[np.searchsorted(rows, row)].numpy())
+            np.testing.assert_allclose(got.numpy(), g["cubes"][row], rtol=2e-3, atol=1e-3)
+        seen.extend(index)
     assert len(seen) == len(set(seen)) and len(seen) > 0.8 * len(rows)  # no repeats; only pool remainders dropped
-    ordered = np.concatenate([b[0] for b in stream.batches(rows[:50], 16)])
-    np.testing.assert_array_equal(ordered, memory.cubes[:50])
+    in_order = torch.cat([b[0] for b in stream.batches(rows[:50], 16)])
+    np.testing.assert_array_equal(in_order.numpy(), torch.cat([b[0] for b in resident.batches(rows[:50], 16)]).numpy())
+    assert len(in_order) == 50  # without a generator: every row once, in order

@@ -1,0 +1,81 @@
+"""The training engine: cubes held in 16 bits on the device, augmentation there, several models at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+import zarr
+from helpers import mmz_ok, tiny_cubes
+
+from mmzcli import store
+from mmzcli.cubeset import CubeSet, augment, labelled_rows
+from mmzcli.errors import ConfigError
+from mmzcli.runs import RunDir, load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch", "--epochs", "2"]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, one_torch_thread):
+    return tiny_cubes(tmp_path_factory.mktemp("engine"), n=160)
+
+
+def test_augmentation_draws_each_symmetry_of_the_square_equally():
+    image = torch.arange(16.0).reshape(1, 1, 4, 4)
+    symmetries = [torch.rot90(im, k, (-2, -1)) for im in (image, image.flip(-1)) for k in range(4)]
+    torch.manual_seed(0)
+    out = augment(image.expand(8000, 1, 4, 4).contiguous())
+    which = torch.stack([(out == s).flatten(1).all(1) for s in symmetries])  # [8, n]
+    assert torch.all(which.sum(0) == 1)  # every output is exactly one of the 8 symmetries of its input
+    counts = which.sum(1)
+    assert torch.all((counts > 850) & (counts < 1150)), counts  # 1000 each, +-5 sigma
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float16", 1e-3), ("float32", 1e-6)])
+def test_held_cubes_give_back_the_raw_pixels_within_their_precision(project, dtype, tolerance):
+    group = store.open_store(project / store.CUBES_NAME)
+    rows = labelled_rows(group)
+    held = CubeSet(group, rows, CPU, dtype=dtype)
+    x, ok, _ebv, z = next(held.batches(rows[:40], 40))
+    raw = group["cubes"][rows[:40]]
+    assert np.all(np.abs(x.numpy() - raw) <= tolerance * (np.abs(raw) + 1))
+    assert held.bytes == len(rows) * raw[0].size * getattr(torch, dtype).itemsize  # half the memory in float16
+    np.testing.assert_array_equal(z.numpy(), group["z_spec"][rows[:40]])
+    np.testing.assert_array_equal(ok.numpy(), group["band_ok"][rows[:40]])
+
+
+def test_pixels_beyond_float16_even_compressed_are_refused_with_what_to_do(project, tmp_path):
+    import shutil
+
+    other = tmp_path / "proj"
+    shutil.copytree(project, other)
+    group = zarr.open_group(str(other / store.CUBES_NAME), mode="r+")
+    cubes = group["cubes"][:]
+    cubes[3, 0, 10, 10] = 1e10  # compressed: 1e5, more than float16 holds
+    store.write_array(group, "cubes", cubes)
+    reader = store.open_store(other / store.CUBES_NAME)
+    with pytest.raises(ConfigError, match=r"cubes.zarr: compressed pixel values reach .* --cube-dtype float32"):
+        CubeSet(reader, labelled_rows(reader), CPU)
+    held = CubeSet(reader, labelled_rows(reader), CPU, dtype="float32")
+    assert held.resident
+
+
+def test_models_trained_at_once_in_processes_are_those_trained_one_by_one(project):
+    mmz_ok("-q", "train", "--project", project, "--folds", "2", *TINY, "--name", "one")
+    mmz_ok("-q", "train", "--project", project, "--folds", "2", *TINY, "--name", "two", "--jobs", "2")
+    one, two = RunDir(project / "runs" / "one"), RunDir(project / "runs" / "two")
+    for fold in (0, 1):
+        a, b = (load_checkpoint(r.model_path(fold, 0)) for r in (one, two))
+        for key in a["model"]:
+            assert torch.equal(a["model"][key], b["model"][key]), (fold, key)
+        assert [h["val_loss"] for h in a["metrics"]["history"]] == [h["val_loss"] for h in b["metrics"]["history"]]
+    np.testing.assert_array_equal(np.load(one.oof_path)["pdf"], np.load(two.oof_path)["pdf"])
+    log = two.log_path.read_text()
+    assert "2 models, 2 at a time" in log and log.count("epoch 2: train loss") == 2  # the workers log too
+    recorded = yaml.safe_load(one.config_path.read_text())["train"]
+    assert recorded["channels_last"] is True and recorded["cube_dtype"] == "float16"  # the CPU's layout, recorded
