@@ -17,7 +17,7 @@ OUT=${OUT:-$(mktemp -d)}
 N=${GPU_CHECK_N:-20000}             # labelled galaxies of the simulated hsc9 survey
 WIDTH=${GPU_CHECK_WIDTH:-1}         # the paper's network
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
-JOBS=${GPU_CHECK_JOBS:-5}           # models at once: the 5 folds of one seed
+JOBS=${GPU_CHECK_JOBS:-5}           # models at once, 1-5: folds 0..JOBS-1 of one seed, all training together
 STEPS=${GPU_CHECK_STEPS:-30}        # timed steps per bench figure
 PROJECT=${GPU_CHECK_PROJECT:-$(mktemp -d)/survey}
 CORES=$(nproc)
@@ -42,9 +42,9 @@ $PY -m mmzcli -q build-cubes --project "$PROJECT" -j "$CORES"
 step "bench: step, loop, utilisation, multimodal/baseline, $JOBS models at once (width $WIDTH)"
 $PY bench/train.py --device "$DEVICE" --widths "$WIDTH" --steps "$STEPS" --jobs "$JOBS" --json "$OUT/bench.json"
 
-step "mmz train: 5 folds x 1 seed, $JOBS at once, 1 epoch (the aggregate rate of the real command)"
+step "mmz train: $JOBS folds x 1 seed, all at once, 1 epoch (the aggregate rate of the real command)"
 $PY -m mmzcli -q train --project "$PROJECT" --fusion early --width "$WIDTH" --device "$DEVICE" \
-    --epochs 1 --folds 5 --jobs "$JOBS" --name check
+    --epochs 1 --folds "$JOBS" --jobs "$JOBS" --name check
 run="$PROJECT/runs/check"
 cp "$run/train.log" "$run/metrics.json" "$run/config.yaml" "$OUT/"
 $PY - "$run" <<'EOF'
@@ -56,7 +56,7 @@ log = (run / "train.log").read_text()
 rates = [float(r) for r in re.findall(r"epoch 1: .* (\d+) samples/s", log)]
 models = json.loads((run / "metrics.json").read_text())["models"]
 print(f"models trained: {len(models)}; per-model epoch rates (samples/s): {rates}")
-print(f"aggregate while all ran (sum of the per-model rates): {sum(rates):.0f} samples/s")
+print(f"aggregate while all ran together (sum of the per-model rates): {sum(rates):.0f} samples/s")
 print(f"out-of-fold sigma_MAD after 1 epoch: {json.loads((run / 'metrics.json').read_text())['oof']['sigma_mad']:.4f}")
 EOF
 

@@ -62,8 +62,11 @@ def free_memory(device: Any) -> int:
 
 
 def expand(c):
-    """The inverse of the compression: raw pixel values from compressed ones (a tensor)."""
-    return c.sign() * ((c.abs() + 1).square() - 1)
+    """The inverse of the compression: raw pixel values from compressed ones (a tensor).
+
+    sign(c) ((|c| + 1)^2 - 1) = c (|c| + 2).
+    """
+    return c * (c.abs() + 2)
 
 
 def augment(x):
@@ -165,10 +168,11 @@ class CubeSet:
     def batches(
         self, rows: np.ndarray, batch_size: int, rng: np.random.Generator | None = None, shard: tuple[int, int] = (0, 1)
     ) -> Iterator[tuple[Any, Any, Any, Any]]:
-        """(cubes float32, band_ok, ebv, z) tensors on the device over ``rows``: shuffled when ``rng`` is given.
+        """(cubes float32, band_ok, ebv, z) tensors on the device over ``rows``.
 
-        With ``shard`` = (rank, world) every rank gets an equal share of each step and incomplete
-        steps are dropped, as DDP needs.  Without ``rng`` every row comes once, in order.
+        With ``rng`` (training): shuffled and augmented, and with ``shard`` = (rank, world) every rank
+        gets an equal share of each step and incomplete steps are dropped, as DDP needs.  Without
+        ``rng``: every row once, in order, as it is.
         """
         import torch
 
@@ -193,11 +197,13 @@ class CubeSet:
         """Batches of ``step`` (this rank's share) of ``cubes[cube_at]`` with the values at ``value_at``."""
         import torch
 
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
         end = n // step * step if whole_steps else n
         for start in range(0, end, step):
             pick = slice(start + rank, start + step, world)
             x = expand(cubes.index_select(0, cube_at[pick]).float())
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            if whole_steps:  # training
+                x = augment(x)
+            x = x.contiguous(memory_format=layout)  # last: the flips leave strides of neither layout
             v = value_at[pick]
             yield x, self._ok.index_select(0, v), self._ebv.index_select(0, v), self._z.index_select(0, v)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from mmzcli.cubes import inner_validation, normalisation
-from mmzcli.cubeset import CubeSet, augment, labelled_rows
+from mmzcli.cubeset import CubeSet, labelled_rows
 from mmzcli.device import autocast, fast_bf16, init_distributed, resolve_device
 from mmzcli.errors import ConfigError, InputError
 from mmzcli.outputs import hold_run_lock, releases_locks
@@ -282,7 +283,6 @@ def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict
         for batch_number, (x, ok, ebv, z) in enumerate(
             source.batches(train_rows, config.batch_size, rng, (rank, world)), 1
         ):
-            x = augment(x)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch * steps + batch_number - 1, config.epochs * steps)
 
@@ -317,6 +317,7 @@ def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict
             "val_sigma_mad": scores["sigma_mad"],
             "val_eta": scores["eta"],
             "samples_per_s": losses.rate,
+            "seconds": time.perf_counter() - losses.started,  # the epoch's training and inner validation
             "lr": optimizer.param_groups[0]["lr"],
         }
         history.append(record)
@@ -450,11 +451,21 @@ def cube_set(group, rows: np.ndarray, device, config: TrainConfig) -> CubeSet:
 _WORKER: dict[str, Any] = {}  # a --jobs process: its cube set, device and the queue of lines to show
 
 
-def _start_worker(store_path: Path, rows: np.ndarray, device, config: TrainConfig, threads: int, lines) -> None:
+def _start_worker(
+    store_path: Path, rows: np.ndarray, device, config: TrainConfig, threads: int, lines, parent: int
+) -> None:
+    import threading
+
     import torch
 
     from mmzcli.store import open_store
 
+    def exit_with_parent() -> None:  # a killed mmz train must not leave models training without its run lock
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     torch.set_num_threads(threads)
     _WORKER.update(source=cube_set(open_store(store_path), rows, device, config), device=device, lines=lines)
 
@@ -490,10 +501,11 @@ def train_in_processes(
             except queue.Empty:
                 return
 
-    threads = max(1, torch.get_num_threads() // config.jobs)
-    report.log(f"start: {len(jobs)} models, {config.jobs} at a time, one process each ({threads} CPU threads)")
-    setup = (store_path, rows, device, config, threads, lines)
-    with ProcessPoolExecutor(config.jobs, mp_context=context, initializer=_start_worker, initargs=setup) as pool:
+    workers = min(config.jobs, len(jobs))
+    threads = max(1, torch.get_num_threads() // workers)
+    report.log(f"start: {len(jobs)} models, {workers} at a time, one process each ({threads} CPU threads)")
+    setup = (store_path, rows, device, config, threads, lines, os.getpid())
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=setup) as pool:
         running = {pool.submit(_train_in_worker, job, report.log_path, report.threshold) for job in jobs}
         try:
             while running:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +81,55 @@ def test_models_trained_at_once_in_processes_are_those_trained_one_by_one(projec
     assert "2 models, 2 at a time" in log and log.count("epoch 2: train loss") == 2  # the workers log too
     recorded = yaml.safe_load(one.config_path.read_text())["train"]
     assert recorded["channels_last"] is True and recorded["cube_dtype"] == "float16"  # the CPU's layout, recorded
+
+
+def _children(pid: int) -> list[int]:
+    """Worker processes (multiprocessing spawn) whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_a_killed_train_leaves_no_model_training_behind(project, tmp_path):
+    """SIGKILL of mmz train --jobs: its workers exit too, so none writes a run whose lock is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["train", "--project", str(project), "--folds", "2", *TINY[:-1], "50", "--name", "killed", "--jobs", "2"]
+    parent = subprocess.Popen([sys.executable, "-m", "mmzcli", "-q", *args])  # a real process, to be killed
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(workers) == 2
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists() and b"Z" not in _state(w)]
+        assert not alive, f"workers {alive} outlived their mmz train"
+    finally:
+        parent.kill()
+        for w in workers:
+            if Path(f"/proc/{w}").exists():
+                os.kill(w, signal.SIGKILL)
+
+
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b"Z"

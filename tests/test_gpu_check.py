@@ -1,0 +1,40 @@
+"""bench/gpu_check.sh, the one command for a lent GPU, runs end to end: here on the CPU with tiny settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mmzcli.device import fast_bf16
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_gpu_check_runs_on_a_cpu_and_reports_every_figure(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "OUT": str(tmp_path / "out"),
+        "GPU_CHECK_PROJECT": str(tmp_path / "survey"),
+        "GPU_CHECK_N": "200",
+        "GPU_CHECK_WIDTH": "0.125",
+        "GPU_CHECK_DEVICE": "cpu",
+        "GPU_CHECK_JOBS": "2",
+        "GPU_CHECK_STEPS": "2",
+    }
+    done = subprocess.run(  # a real shell script: it must run as the device machine runs it
+        ["bash", str(ROOT / "bench" / "gpu_check.sh")], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "out"
+    bench = json.loads((out / "bench.json").read_text())
+    assert {r["model"] for r in bench["rows"]} == {"baseline", "mm2-early"}
+    assert all(r["step"] > 0 and r["loop"] > 0 and r["utilisation"] > 0 for r in bench["rows"])
+    assert [c["jobs"] for c in bench["concurrent"]] == [2] and bench["concurrent"][0]["aggregate"] > 0
+    assert len(json.loads((out / "metrics.json").read_text())["models"]) == 2  # 2 folds, together
+    log = (out / "gpu_check.log").read_text()
+    assert "aggregate while all ran together" in log and "done in" in log
+    assert bench["precision"] == ("bf16" if fast_bf16("cpu") else "fp32")  # emulated bf16 would take minutes
