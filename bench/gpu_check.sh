@@ -14,7 +14,7 @@ set -euo pipefail
 
 PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d)}
-N=${GPU_CHECK_N:-20000}             # labelled galaxies of the simulated hsc9 survey
+N=${GPU_CHECK_N:-15000}             # labelled galaxies of the simulated hsc9 survey
 WIDTH=${GPU_CHECK_WIDTH:-1}         # the paper's network
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 JOBS=${GPU_CHECK_JOBS:-5}           # models at once, 1-5: folds 0..JOBS-1 of one seed, all training together
