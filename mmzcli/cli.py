@@ -344,8 +344,10 @@ def train(
     layouts = {"auto": None, "nchw": False, "channels-last": True}
     if memory_format not in layouts:
         raise ConfigError(f"--memory-format {memory_format}: expected auto, nchw or channels-last")
-    if cube_dtype not in ("float16", "float32"):
-        raise ConfigError(f"--cube-dtype {cube_dtype}: expected float16 or float32")
+    from mmzcli.cubeset import CUBE_DTYPES
+
+    if cube_dtype not in CUBE_DTYPES:
+        raise ConfigError(f"--cube-dtype {cube_dtype}: expected {' or '.join(CUBE_DTYPES)}")
     try:
         order_list = tuple(int(o) for o in orders.split(","))
     except ValueError:

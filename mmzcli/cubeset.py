@@ -6,8 +6,8 @@ device's free memory (``memory_fraction``; 30,000 x 9 x 64 x 64 in float16 is
 augmented on the device: one index tensor per epoch crosses the bus, no
 per-batch host work and no synchronisation.  Otherwise pools of Zarr chunks
 stream in, the next one read by a thread while the current one trains (double
-buffering through pinned memory).  Both modes hold the same values, so they
-train the same numbers.
+buffering through pinned memory).  Both modes hold the same values; only the
+order of the shuffle differs.
 
 The cubes are held compressed, sign(x)(sqrt(|x| + 1) - 1) as the network's first
 step does, and expanded back as batches are gathered: float16 then covers raw

@@ -133,3 +133,13 @@ def _state(pid: int) -> bytes:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
     except OSError:
         return b"Z"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [("--cube-dtype", "half", "expected float16 or float32"), ("--memory-format", "nhwc", "expected auto, nchw")],
+)
+def test_unknown_engine_choices_are_refused_in_one_line(run_mmz, project, option, value, expected):
+    code, _, err = run_mmz("train", "--project", project, *TINY, "--name", "bad", option, value)
+    assert code == 2 and f"{option} {value}: {expected}" in err and len(err.strip().splitlines()) == 1
+    assert not (project / "runs" / "bad").exists()
