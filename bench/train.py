@@ -35,13 +35,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mmzcli.cubeset import CubeSet  # noqa: E402
-from mmzcli.device import fast_bf16  # noqa: E402
-from mmzcli.model import PhotoZNet, loss_fn, variant_config  # noqa: E402
-from mmzcli.train import FASTER_LAYOUT, EpochLosses  # noqa: E402
+from mmzcli.model import PhotoZNet, variant_config  # noqa: E402
+from mmzcli.profiles import RedshiftGrid  # noqa: E402
+from mmzcli.train import EpochLosses, TrainConfig, train_step  # noqa: E402
 
 MODELS = ("baseline", "mm2-early")
 BANDS = 9
-N_BINS = 400
+GRID = RedshiftGrid(0.0, 4.0, 400)  # hsc9's
 
 
 def matmul_peak(device, dtype) -> float:
@@ -79,31 +79,24 @@ def synthetic_store(root: Path, n: int):
     group.create_array("cubes", data=cubes, chunks=(32, BANDS, 64, 64))
     group.create_array("band_ok", data=np.ones((n, BANDS), bool))
     group.create_array("ebv", data=rng.uniform(0, 0.1, n).astype(np.float32))
-    group.create_array("z_spec", data=rng.uniform(0, 3.9, n).astype(np.float32))
+    group.create_array("z_spec", data=rng.uniform(GRID.z_min, GRID.z_max, n).astype(np.float32))
     return group
 
 
 class Trainer:
-    """One model with its optimiser and training step, as ``mmz train`` builds them."""
+    """One model with its optimiser, stepped by ``mmz train``'s own ``train_step``."""
 
-    def __init__(self, name: str, width: float, device, amp: bool, channels_last: bool, compile: bool):
-        self.device, self.amp = device, amp
-        self.model = PhotoZNet(variant_config(name, width=width, n_bins=N_BINS)).to(device)
-        if channels_last:
+    def __init__(self, name: str, width: float, device, config: TrainConfig):
+        self.device, self.config = device, config
+        self.model = PhotoZNet(variant_config(name, width=width, n_bins=GRID.n_bins)).to(device)
+        if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
-        self.net = torch.compile(self.model) if compile else self.model
+        self.net = torch.compile(self.model) if config.compile else self.model
         self.model.train()
 
     def step(self, x, ok, ebv, z):
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, z_reg = self.net(x, ebv, ok)
-        bins = (z / (4.0 / N_BINS)).long().clamp(0, N_BINS - 1)
-        loss = loss_fn(logits.float(), z_reg.float(), z, bins)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss
+        return train_step(self.net, self.optimizer, (x, ok, ebv, z), GRID, self.device, bool(self.config.amp))
 
     def flops_per_sample(self, bands: int) -> float:
         x = torch.randn(2, bands, 64, 64, device=self.device)
@@ -122,14 +115,14 @@ def step_rate(trainer: Trainer, steps: int, batch: int) -> float:
     d = trainer.device
     x = torch.randn(batch, BANDS, 64, 64, device=d)
     ok, ebv = torch.ones(batch, BANDS, dtype=torch.bool, device=d), torch.rand(batch, device=d) * 0.1
-    z = torch.rand(batch, device=d) * 3.9
+    z = torch.rand(batch, device=d) * GRID.z_max
     return batch / timed(lambda: trainer.step(x, ok, ebv, z), steps, d, warmup=3)
 
 
-def loop_rate(trainer: Trainer, group, steps: int, batch: int, channels_last: bool) -> float:
+def loop_rate(trainer: Trainer, group, steps: int, batch: int) -> float:
     """Samples/s of ``steps`` batches through mmz train's data path (after 3 warm-up batches)."""
     rows = np.arange(group["cubes"].shape[0])
-    cubes = CubeSet(group, rows, trainer.device, channels_last=channels_last)
+    cubes = CubeSet(group, rows, trainer.device, channels_last=bool(trainer.config.channels_last))
     losses = EpochLosses(0, 0, 0, 1e-4, NoReport())
     rng = np.random.default_rng(0)
     done, start = 0, 0.0
@@ -152,12 +145,12 @@ def _concurrent_worker(args, store_root, barrier, results, threads) -> None:
     import zarr
 
     torch.set_num_threads(threads)
-    name, width, device, amp, channels_last, compile, steps, batch = args
-    trainer = Trainer(name, width, device, amp, channels_last, compile)
+    name, width, device, config, steps, batch = args
+    trainer = Trainer(name, width, device, config)
     group = zarr.open_group(str(store_root / "cubes.zarr"), mode="r")
-    loop_rate(trainer, group, 3, batch, channels_last)  # warm-up (and compilation) before the common start
+    loop_rate(trainer, group, 3, batch)  # warm-up (and compilation) before the common start
     barrier.wait()
-    results.put(loop_rate(trainer, group, steps, batch, channels_last))
+    results.put(loop_rate(trainer, group, steps, batch))
 
 
 def concurrent_rate(jobs: int, args, store_root: Path) -> float:
@@ -192,14 +185,15 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     kind = device.type
-    channels_last = (
-        FASTER_LAYOUT[kind] == "channels_last" if args.memory_format == "auto" else args.memory_format != "nchw"
-    )
-    compile = kind == "cuda" if args.compile == "auto" else args.compile == "on"
-    args.amp = fast_bf16(kind) if args.amp is None else args.amp
+    config = TrainConfig(  # mmz train's choices for this device, unless given
+        amp=args.amp,
+        channels_last={"auto": None, "nchw": False, "channels-last": True}[args.memory_format],
+        compile={"auto": None, "on": True, "off": False}[args.compile],
+    ).for_device(device)
+    channels_last, compile = config.channels_last, config.compile
     label = torch.cuda.get_device_name(device) if kind == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     peak = {"bf16": matmul_peak(device, torch.bfloat16), "fp32": matmul_peak(device, torch.float32)}
-    precision = "bf16" if args.amp else "fp32"
+    precision = "bf16" if config.amp else "fp32"
     print(
         f"device: {label}; torch {torch.__version__}; {precision}, batch {args.batch}, "
         f"{'channels_last' if channels_last else 'NCHW'}, compile {'on' if compile else 'off'}"
@@ -215,9 +209,9 @@ def main() -> None:
         for width in map(float, args.widths.split(",")):
             rates = {}
             for name in MODELS:
-                trainer = Trainer(name, width, device, args.amp, channels_last, compile)
+                trainer = Trainer(name, width, device, config)
                 step = step_rate(trainer, args.steps, args.batch)
-                loop = loop_rate(trainer, group, args.steps, args.batch, channels_last)
+                loop = loop_rate(trainer, group, args.steps, args.batch)
                 flops = 3 * trainer.flops_per_sample(BANDS) * step
                 util = flops / peak[precision]
                 rates[name] = step
@@ -240,7 +234,7 @@ def main() -> None:
             print(f"  width {width:g}: multimodal/baseline time per sample {ratio:.2f} (paper 1.2; target <= 1.05)")
             report.setdefault("mm_over_base", {})[f"{width:g}"] = ratio
             for jobs in map(int, args.jobs.split(",")):
-                setup = ("mm2-early", width, device, args.amp, channels_last, compile, args.steps, args.batch)
+                setup = ("mm2-early", width, device, config, args.steps, args.batch)
                 aggregate = concurrent_rate(jobs, setup, Path(tmp))
                 print(f"  width {width:g}: mm2-early, {jobs} model(s) at once: {aggregate:.1f} samples/s in all")
                 report.setdefault("concurrent", []).append({"width": width, "jobs": jobs, "aggregate": aggregate})

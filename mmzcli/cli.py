@@ -31,6 +31,15 @@ _state: dict[str, Any] = {"debug": False, "quiet": False, "argv": []}
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project directory.", show_default=False)]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.", min=1)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+AmpOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--amp/--no-amp",
+        help="bf16 autocast [default: where the device runs it fast: CUDA, CPUs with AVX-512 BF16 or AMX].",
+        show_default=False,
+    ),
+]
 
 
 def _version(value: bool):
@@ -286,15 +295,8 @@ def train(
     norm: Annotated[
         str, typer.Option("--norm", help="none (the paper) or batch: batch-norm in every conv, for fast small runs.")
     ] = "none",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    amp: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--amp/--no-amp",
-            help="bf16 autocast [default: where the device runs it fast: CUDA, CPUs with AVX-512 BF16 or AMX].",
-            show_default=False,
-        ),
-    ] = None,
+    device: DeviceOpt = "auto",
+    amp: AmpOpt = None,
     compile: Annotated[
         Optional[bool],
         typer.Option(
@@ -448,15 +450,8 @@ def predict(
             "--batch-size", help="Objects per forward pass (memory grows with it: ~1.7 GB at full width and 64).", min=1
         ),
     ] = 64,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    amp: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--amp/--no-amp",
-            help="bf16 autocast for the convolutions [default: where the device runs it fast].",
-            show_default=False,
-        ),
-    ] = None,
+    device: DeviceOpt = "auto",
+    amp: AmpOpt = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Keep the tiles already done by an interrupted run (and merge shards).")
     ] = False,
@@ -653,7 +648,7 @@ def dropout_scan(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Output directory [default: PROJECT/runs/RUN/dropout].")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOpt = "auto",
 ):
     """Which modalities matter, and at which redshift? Out-of-fold sigma_MAD with one modality dropped at a time.
 

@@ -93,6 +93,21 @@ def bin_index(z, grid):
     return torch.clamp(((z - grid.z_min) / grid.width).long(), 0, grid.n_bins - 1)
 
 
+def train_step(net, optimizer, batch, grid, device, amp: bool):
+    """One Adam step on a batch (cubes, band_ok, ebv, z) with loss CE + MAE (paper eq. 1); the loss stays on
+    the device.  ``mmz train`` and ``bench/train.py`` both step through here."""
+    from mmzcli.model import loss_fn
+
+    x, ok, ebv, z = batch
+    with autocast(device, amp):
+        logits, z_reg = net(x, ebv, ok)
+    loss = loss_fn(logits.float(), z_reg.float(), z, bin_index(z, grid))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def evaluate_rows(model, source: CubeSet, rows: np.ndarray, grid, device, config: TrainConfig):
     """PDFs (softmax), regression estimates and mean loss over ``rows`` (eval mode, no augmentation)."""
     import torch
@@ -215,7 +230,7 @@ def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict
     import torch
 
     from mmzcli import metrics, pdf
-    from mmzcli.model import PhotoZNet, loss_fn
+    from mmzcli.model import PhotoZNet
 
     fold, seed, config, grid, run = job.fold, job.seed, job.config, job.grid, job.run
     train_rows, val_rows, norm = job.train_rows, job.val_rows, job.norm
@@ -287,23 +302,15 @@ def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch * steps + batch_number - 1, config.epochs * steps)
 
-            def step(net, x=x, ok=ok, ebv=ebv, z=z):
-                with autocast(device, bool(config.amp)):
-                    logits, z_reg = net(x, ebv, ok)
-                loss = loss_fn(logits.float(), z_reg.float(), z, bin_index(z, grid))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                return loss
-
+            batch = (x, ok, ebv, z)
             try:
-                loss = step(net)
+                loss = train_step(net, optimizer, batch, grid, device, bool(config.amp))
             except Exception as exc:  # torch.compile fails in training on some stacks (torch 2.13 CPU)
                 if net is uncompiled:
                     raise
                 report.note(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training uncompiled")
                 net = uncompiled
-                loss = step(net)
+                loss = train_step(net, optimizer, batch, grid, device, bool(config.amp))
             losses.add(loss, len(z) * world)
         losses.read_back()
         pdfs, _, val_loss = evaluate_rows(model, source, val_rows, grid, device, config)
@@ -711,6 +718,7 @@ def train_run(
                 norm = (group["norm/mean"][:], group["norm/std"][:])
             split = training_split(rows, folds, inner, fold)
             jobs += [ModelJob(fold, seed, *split, norm, config, train, grid, run) for seed in range(spec.train.seeds)]
+        source = None  # the cubes of every labelled row, when this process trains (not --jobs)
         if train.jobs > 1:
             train_in_processes(jobs, store_path, rows, device, train, report)
         else:
@@ -730,7 +738,8 @@ def train_run(
         summary["models"] = [
             load_checkpoint(run.model_path(k, r))["metrics"] for k in done for r in range(spec.train.seeds)
         ]
-        source = cube_set(group, rows[np.isin(folds[rows], done)], device, train)
+        if source is None:  # trained by --jobs workers: the finished folds' cubes, read here once
+            source = cube_set(group, rows[np.isin(folds[rows], done)], device, train)
         oof = out_of_fold(run, source, rows, folds, done, spec.train.seeds, train, grid, group, device)
         summary["oof"] = metrics.summary(pdf.median(oof["pdf"], grid.edges()), oof["z_spec"], profile.outlier_threshold)
         atomic_write_text(run.metrics_path, json.dumps(summary, indent=1))

@@ -18,7 +18,8 @@ from mmzcli.runs import RunDir, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch", "--epochs", "2"]
+NET = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch"]
+TINY = [*NET, "--epochs", "2"]
 CPU = torch.device("cpu")
 
 
@@ -106,7 +107,20 @@ def test_a_killed_train_leaves_no_model_training_behind(project, tmp_path):
     import sys
     import time
 
-    args = ["train", "--project", str(project), "--folds", "2", *TINY[:-1], "50", "--name", "killed", "--jobs", "2"]
+    args = [
+        "train",
+        "--project",
+        str(project),
+        "--folds",
+        "2",
+        *NET,
+        "--epochs",
+        "50",
+        "--name",
+        "killed",
+        "--jobs",
+        "2",
+    ]
     parent = subprocess.Popen([sys.executable, "-m", "mmzcli", "-q", *args])  # a real process, to be killed
     workers: list[int] = []
     try:
