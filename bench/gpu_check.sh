@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The GPU check (issue 12): simulate a survey, build its cubes, run the training bench and a short
+# The GPU check (issue 12): run the training bench, simulate a survey, build its cubes and run a short
 # multi-model `mmz train`, and print the figures: loop/step, utilisation against the measured bf16
-# peak, multimodal/baseline, and the aggregate rate of several models at once. Fails at the first
-# error; every result lands in $OUT. Budget on one H100/H200 with 16 cores: under 8 minutes.
+# peak, multimodal/baseline, the uncompiled layouts behind the defaults, and the aggregate rate of
+# several models at once. A missing GPU stops it at once; a failed stage is reported and the next one
+# runs, each capped in time, so one run inside a lease brings back what worked. Every result lands in
+# $OUT as it is measured. Budget on one H100/H200 with 16 cores: under 8 minutes.
 #
 # On the lent GPU machine (no network; bundle built here with `bash ../shared/tools/offline-site.sh`):
 #   mkdir -p /tmp/site && tar xJf .gpu-site/site.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site:$PWD
 #   bash bench/gpu_check.sh
 # Its logic, on a CPU in about a minute (what tests/test_gpu_check.py runs):
 #   GPU_CHECK_N=240 GPU_CHECK_WIDTH=0.125 GPU_CHECK_DEVICE=cpu GPU_CHECK_JOBS=2 GPU_CHECK_STEPS=3 \
-#     bash bench/gpu_check.sh
-set -euo pipefail
+#     GPU_CHECK_VARIANTS=0 bash bench/gpu_check.sh
+set -uo pipefail
 
 PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d)}
@@ -19,45 +21,99 @@ WIDTH=${GPU_CHECK_WIDTH:-1}         # the paper's network
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 JOBS=${GPU_CHECK_JOBS:-5}           # models at once, 1-5: folds 0..JOBS-1 of one seed, all training together
 STEPS=${GPU_CHECK_STEPS:-30}        # timed steps per bench figure
+VARIANTS=${GPU_CHECK_VARIANTS:-1}   # 1: also the uncompiled layouts and batch 128 behind the defaults
+variants=()
+if [ "$VARIANTS" = 1 ]; then variants=(--variants); fi
+BUDGET=${GPU_CHECK_BUDGET:-540}     # seconds for the whole check; the last stage gets what is left
 PROJECT=${GPU_CHECK_PROJECT:-$(mktemp -d)/survey}
 CORES=$(nproc)
+export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 started=$SECONDS
+failed=()
 step() { echo; echo "== $(date +%T) (+$((SECONDS - started)) s) $*"; }
+# stage NAME SECONDS COMMAND...: runs COMMAND, on a GPU for at most SECONDS (the lease); a failure is
+# recorded, not fatal
+stage() {
+    local name=$1 limit=$2
+    shift 2
+    [ "$DEVICE" = cuda ] || limit=0  # no lease on a CPU: no limit
+    timeout --kill-after=10 "$limit" "$@" || { echo "!! $name failed or ran past $limit s (exit $?)"; failed+=("$name"); }
+}
 
 step "device"
 if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible to torch'"
+    $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible to torch'" || exit 1
 fi
-$PY -c "import torch, mmzcli; print('torch', torch.__version__, '| mmz', mmzcli.__version__)"
+$PY -c "import torch, zarr, mmzcli; print('torch', torch.__version__, '| zarr', zarr.__version__, '| mmz', mmzcli.__version__)" ||
+    exit 1
+
+step "bench: step, loop, utilisation, multimodal/baseline, layouts, $JOBS models at once (width $WIDTH)"
+stage bench 280 $PY bench/train.py --device "$DEVICE" --widths "$WIDTH" --steps "$STEPS" --jobs "$JOBS" \
+    "${variants[@]}" --json "$OUT/bench.json"
 
 step "simulate: hsc9, $N galaxies, $CORES processes"
-$PY -m mmzcli -q simulate --profile hsc9 -n "$N" --project "$PROJECT" -j "$CORES" --seed 1
-
+stage simulate 150 $PY -m mmzcli -q simulate --profile hsc9 -n "$N" --project "$PROJECT" -j "$CORES" --seed 1
 step "build-cubes"
-$PY -m mmzcli -q build-cubes --project "$PROJECT" -j "$CORES"
+stage build-cubes 120 $PY -m mmzcli -q build-cubes --project "$PROJECT" -j "$CORES"
 
-step "bench: step, loop, utilisation, multimodal/baseline, $JOBS models at once (width $WIDTH)"
-$PY bench/train.py --device "$DEVICE" --widths "$WIDTH" --steps "$STEPS" --jobs "$JOBS" --json "$OUT/bench.json"
+# Processes sharing a GPU take turns on it unless CUDA MPS runs their kernels side by side
+# (docs/benchmarks.md: 5 models 851 samples/s without, 1561 with): the rest runs under MPS where it starts.
+mps=""
+if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d; then
+        mps=" under CUDA MPS"
+        step "bench: $JOBS models at once$mps"
+        stage bench-mps 120 $PY bench/train.py --device "$DEVICE" --widths "$WIDTH" --steps "$STEPS" --jobs "$JOBS" \
+            --only-concurrent --json "$OUT/bench-mps.json"
+    else
+        echo "!! MPS did not start: the processes take turns on the GPU"
+    fi
+fi
 
-step "mmz train: $JOBS folds x 1 seed, all at once, 1 epoch (the aggregate rate of the real command)"
-$PY -m mmzcli -q train --project "$PROJECT" --fusion early --width "$WIDTH" --device "$DEVICE" \
-    --epochs 1 --folds "$JOBS" --jobs "$JOBS" --name check
+left=$((BUDGET - (SECONDS - started)))
+step "mmz train: $JOBS folds x 1 seed, all at once$mps, 1 epoch (the real command; $left s left)"
+stage train "$((left > 30 ? left : 30))" $PY -m mmzcli -q train --project "$PROJECT" --fusion early --width "$WIDTH" \
+    --device "$DEVICE" --epochs 1 --folds "$JOBS" --jobs "$JOBS" --name check
+if [ -n "$mps" ]; then echo quit | nvidia-cuda-mps-control; fi
 run="$PROJECT/runs/check"
-cp "$run/train.log" "$run/metrics.json" "$run/config.yaml" "$OUT/"
-$PY - "$run" <<'EOF'
+cp "$run/train.log" "$run/metrics.json" "$run/config.yaml" "$OUT/" 2>/dev/null
+$PY - "$run" "$OUT/bench.json" "$OUT/bench-mps.json" <<'EOF'
 import json, re, sys
 from pathlib import Path
 
-run = Path(sys.argv[1])
-log = (run / "train.log").read_text()
-rates = [float(r) for r in re.findall(r"epoch 1: .* (\d+) samples/s", log)]
-models = json.loads((run / "metrics.json").read_text())["models"]
-print(f"models trained: {len(models)}; per-model epoch rates (samples/s): {rates}")
-print(f"aggregate while all ran together (sum of the per-model rates): {sum(rates):.0f} samples/s")
-print(f"out-of-fold sigma_MAD after 1 epoch: {json.loads((run / 'metrics.json').read_text())['oof']['sigma_mad']:.4f}")
+run, bench, bench_mps = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+if bench.exists():
+    b = json.loads(bench.read_text())
+    print(f"\n{b['device']}, torch {b['torch']}, {b['precision']}, batch {b['batch']}, "
+          f"{'channels_last' if b['channels_last'] else 'NCHW'}, compile {b['compile']}; "
+          f"bf16 peak {b['peak_flops']['bf16'] / 1e12:.0f} TFLOP/s")
+    for r in b["rows"]:
+        print(f"  {r['model']:10s} step {r['step']:7.1f}  loop {r['loop']:7.1f}  loop/step {r['loop_over_step']:.2f}  "
+              f"util {r['utilisation']:.1%}")
+    for width, ratio in b.get("mm_over_base", {}).items():
+        print(f"  multimodal/baseline (width {width}): {ratio:.2f}")
+    for v in b.get("variants", []):
+        print(f"  uncompiled {v['model']:10s} {v['layout']:13s} batch {v['batch']:3d}: step {v['step']:7.1f}")
+    for c in b.get("concurrent", []):
+        print(f"  {c['jobs']} models at once: {c['aggregate']:.0f} samples/s in all")
+if bench_mps.exists():
+    for c in json.loads(bench_mps.read_text()).get("concurrent", []):
+        print(f"  {c['jobs']} models at once under MPS: {c['aggregate']:.0f} samples/s in all")
+if (run / "train.log").exists():
+    log = (run / "train.log").read_text()
+    rates = [float(r) for r in re.findall(r"epoch 1: .* (\d+) samples/s", log)]
+    print(f"mmz train per-model epoch rates (samples/s): {rates}")
+    print(f"aggregate while all ran together (sum of the per-model rates, warm-up left out): {sum(rates):.0f} samples/s")
+if (run / "metrics.json").exists():
+    metrics = json.loads((run / "metrics.json").read_text())
+    print(f"models trained: {len(metrics['models'])}; "
+          f"out-of-fold sigma_MAD after 1 epoch: {metrics['oof']['sigma_mad']:.4f}")
 EOF
 
-step "done in $((SECONDS - started)) s; results in $OUT"
+step "done in $((SECONDS - started)) s; results in $OUT${failed[*]:+; FAILED: ${failed[*]}}"
+[ ${#failed[@]} -eq 0 ]

@@ -13,7 +13,9 @@ For the hsc9 baseline (one modality of 9 bands) and the 2-band first-order early
 - **utilisation**: training FLOP/s (3 x the forward's, counted by torch) over the measured peak;
 - **mm/base**: the multimodal model's time per sample over the baseline's (paper: 1.2);
 - **models at once**: the aggregate loop rate of J processes each training its own model on this
-  device (``mmz train --jobs J``); on the CPU each gets 1/J of the threads.
+  device (``mmz train --jobs J``); on the CPU each gets 1/J of the threads;
+- with ``--variants``: the step rate uncompiled in NCHW and in channels_last, and at batch 128, the
+  measurements behind the per-device defaults of ``mmz train``.
 
 Memory format and compilation follow ``mmz train``'s defaults for the device unless given.
 """
@@ -26,6 +28,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +117,8 @@ class NoReport:
 def step_rate(trainer: Trainer, steps: int, batch: int) -> float:
     d = trainer.device
     x = torch.randn(batch, BANDS, 64, 64, device=d)
+    if trainer.config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)  # as CubeSet serves it
     ok, ebv = torch.ones(batch, BANDS, dtype=torch.bool, device=d), torch.rand(batch, device=d) * 0.1
     z = torch.rand(batch, device=d) * GRID.z_max
     return batch / timed(lambda: trainer.step(x, ok, ebv, z), steps, d, warmup=3)
@@ -181,7 +186,9 @@ def main() -> None:
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--jobs", default="1,2", help="models at once for the aggregate rate [1,2]")
     p.add_argument("--store-size", type=int, help="objects in the synthetic store [GPU 4096, CPU 512]")
-    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--only-concurrent", action="store_true", help="only the models-at-once figures")
+    p.add_argument("--variants", action="store_true", help="also uncompiled NCHW / channels_last / batch 128 steps")
+    p.add_argument("--json", type=Path, help="also write the figures here (after each one: a cut-off run keeps them)")
     args = p.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     kind = device.type
@@ -201,45 +208,59 @@ def main() -> None:
     print(f"measured matmul peak: bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s, fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s")
     report = {"device": label, "torch": torch.__version__, "precision": precision, "batch": args.batch,
               "channels_last": channels_last, "compile": compile, "peak_flops": peak, "rows": []}  # fmt: skip
+    save = (lambda: args.json.write_text(json.dumps(report, indent=1) + "\n")) if args.json else (lambda: None)
     n = args.store_size or (4096 if kind == "cuda" else 512)
     with tempfile.TemporaryDirectory() as tmp:
         group = synthetic_store(Path(tmp), n)
-        header = ("model", "width", "step/s", "loop/s", "loop/step", "TFLOP/s", "util")
-        print("{:10s} {:>5s} {:>8s} {:>8s} {:>9s} {:>8s} {:>6s}".format(*header))
         for width in map(float, args.widths.split(",")):
-            rates = {}
-            for name in MODELS:
-                trainer = Trainer(name, width, device, config)
-                step = step_rate(trainer, args.steps, args.batch)
-                loop = loop_rate(trainer, group, args.steps, args.batch)
-                flops = 3 * trainer.flops_per_sample(BANDS) * step
-                util = flops / peak[precision]
-                rates[name] = step
-                print(
-                    f"{name:10s} {width:5.2f} {step:8.1f} {loop:8.1f} {loop / step:9.2f} {flops / 1e12:8.3f} "
-                    f"{util:6.1%}"
-                )
-                report["rows"].append(
-                    {
-                        "model": name,
-                        "width": width,
-                        "step": step,
-                        "loop": loop,
-                        "loop_over_step": loop / step,
-                        "train_flops": flops,
-                        "utilisation": util,
-                    }  # fmt: skip
-                )
-            ratio = rates["baseline"] / rates["mm2-early"]
-            print(f"  width {width:g}: multimodal/baseline time per sample {ratio:.2f} (paper 1.2; target <= 1.05)")
-            report.setdefault("mm_over_base", {})[f"{width:g}"] = ratio
+            if not args.only_concurrent:
+                one_model_figures(width, group, device, config, peak[precision], args, report, save)
+            if args.variants:
+                for name in MODELS:
+                    for layout, batch in (("nchw", args.batch), ("channels_last", args.batch), ("nchw", 128)):
+                        eager = replace(config, compile=False, channels_last=layout == "channels_last")
+                        rate = step_rate(Trainer(name, width, device, eager), args.steps, batch)
+                        print(f"  width {width:g}: {name}, uncompiled, {layout}, batch {batch}: step {rate:.1f}/s")
+                        variant = {"model": name, "width": width, "layout": layout, "batch": batch, "step": rate}
+                        report.setdefault("variants", []).append(variant)
+                        save()
             for jobs in map(int, args.jobs.split(",")):
                 setup = ("mm2-early", width, device, config, args.steps, args.batch)
                 aggregate = concurrent_rate(jobs, setup, Path(tmp))
                 print(f"  width {width:g}: mm2-early, {jobs} model(s) at once: {aggregate:.1f} samples/s in all")
                 report.setdefault("concurrent", []).append({"width": width, "jobs": jobs, "aggregate": aggregate})
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+                save()
+
+
+def one_model_figures(width, group, device, config, peak, args, report, save) -> None:
+    """Step, loop, utilisation of each model, and multimodal/baseline, at ``width``."""
+    header = ("model", "width", "step/s", "loop/s", "loop/step", "TFLOP/s", "util")
+    print("{:10s} {:>5s} {:>8s} {:>8s} {:>9s} {:>8s} {:>6s}".format(*header))
+    rates = {}
+    for name in MODELS:
+        trainer = Trainer(name, width, device, config)
+        step = step_rate(trainer, args.steps, args.batch)
+        loop = loop_rate(trainer, group, args.steps, args.batch)
+        flops = 3 * trainer.flops_per_sample(BANDS) * step
+        rates[name] = step
+        figures = f"{step:8.1f} {loop:8.1f} {loop / step:9.2f} {flops / 1e12:8.3f} {flops / peak:6.1%}"
+        print(f"{name:10s} {width:5.2f} {figures}")
+        report["rows"].append(
+            {
+                "model": name,
+                "width": width,
+                "step": step,
+                "loop": loop,
+                "loop_over_step": loop / step,
+                "train_flops": flops,
+                "utilisation": flops / peak,
+            }  # fmt: skip
+        )
+        save()
+    ratio = rates["baseline"] / rates["mm2-early"]
+    print(f"  width {width:g}: multimodal/baseline time per sample {ratio:.2f} (paper 1.2; target <= 1.05)")
+    report.setdefault("mm_over_base", {})[f"{width:g}"] = ratio
+    save()
 
 
 if __name__ == "__main__":

@@ -54,6 +54,14 @@ def fast_bf16(device_type: str) -> bool:
     return seconds(torch.bfloat16) < seconds(torch.float32)
 
 
+def mps_running() -> bool:
+    """Whether a CUDA MPS control daemon answers here: without one, processes sharing a GPU take
+    turns on it (5 models at once ran no faster than one on an H200; 1.8x with MPS, docs/benchmarks.md)."""
+    from pathlib import Path
+
+    return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists()
+
+
 def autocast(device: Any, enabled: bool) -> Any:
     """bf16 autocast on ``device`` (CUDA and CPU alike), or nothing."""
     import torch

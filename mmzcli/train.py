@@ -32,7 +32,7 @@ import numpy as np
 
 from mmzcli.cubes import inner_validation, normalisation
 from mmzcli.cubeset import CubeSet, labelled_rows
-from mmzcli.device import autocast, fast_bf16, init_distributed, resolve_device
+from mmzcli.device import autocast, fast_bf16, init_distributed, mps_running, resolve_device
 from mmzcli.errors import ConfigError, InputError
 from mmzcli.outputs import hold_run_lock, releases_locks
 from mmzcli.runs import MODEL_FORMAT, STATE_FORMAT, CheckpointError, RunDir, build_model, checkpoint_of, load_checkpoint
@@ -175,6 +175,7 @@ class EpochLosses:
         self.fold, self.seed, self.epoch, self.lr, self.report = fold, seed, epoch, lr, report
         self.pending: list = []
         self.total, self.steps, self.samples, self.started = 0.0, 0, 0, time.perf_counter()
+        self.warm: tuple[float, int] | None = None  # (time, samples) at the first read-back
 
     def add(self, loss, samples: int) -> None:
         self.pending.append(loss.detach())
@@ -196,11 +197,19 @@ class EpochLosses:
                 raise _diverged(self.fold, self.seed, where, value, self.lr)
         self.total += sum(values)
         self.report.step(values[-1], self.rate, advance=len(values))
+        if self.warm is None:
+            self.warm = (time.perf_counter(), self.samples)
 
     @property
     def rate(self) -> float:
-        """Samples per second since the epoch began (exact once read back: the GPU has caught up)."""
-        return self.samples / (time.perf_counter() - self.started)
+        """Samples per second after the epoch's first SYNC_EVERY steps, whose time holds the warm-up
+        (compilation, autotuning: a minute on a GPU, the rate of a short epoch would hide the
+        steady one); over the whole epoch until then.  Exact once read back: the GPU has caught up.
+        The epoch's wall time, warm-up included, is its record's ``seconds``."""
+        now = time.perf_counter()
+        if self.warm is None or self.samples == self.warm[1]:
+            return self.samples / (now - self.started)
+        return (self.samples - self.warm[1]) / (now - self.warm[0])
 
 
 def _diverged(fold: int, seed: int, where: str, loss: float, lr: float) -> ConfigError:
@@ -512,6 +521,11 @@ def train_in_processes(
     workers = min(config.jobs, len(jobs))
     threads = max(1, torch.get_num_threads() // workers)
     report.log(f"start: {len(jobs)} models, {workers} at a time, one process each ({threads} CPU threads)")
+    if device.type == "cuda" and workers > 1 and not mps_running():
+        report.note(
+            f"CUDA MPS is not running, so the {workers} processes take turns on the GPU; start it "
+            f"(nvidia-cuda-mps-control -d) to run their kernels side by side (1.8x on an H200)"
+        )
     setup = (store_path, rows, device, config, threads, lines, os.getpid())
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=setup) as pool:
         running = {pool.submit(_train_in_worker, job, report.log_path, report.threshold) for job in jobs}

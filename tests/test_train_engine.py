@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,30 @@ def test_unknown_engine_choices_are_refused_in_one_line(run_mmz, project, option
     code, _, err = run_mmz("train", "--project", project, *TINY, "--name", "bad", option, value)
     assert code == 2 and f"{option} {value}: {expected}" in err and len(err.strip().splitlines()) == 1
     assert not (project / "runs" / "bad").exists()
+
+
+def test_the_epoch_rate_leaves_out_the_warm_up_of_its_first_steps():
+    from mmzcli.train import SYNC_EVERY, EpochLosses
+
+    class Quiet:
+        def step(self, *args, **kwargs):
+            pass
+
+    losses = EpochLosses(0, 0, 0, 1e-3, Quiet())
+    for i in range(SYNC_EVERY):  # the first group: a slow step, as a compiling one
+        if i == 0:
+            time.sleep(0.5)
+        losses.add(torch.tensor(1.0), 32)
+    for _ in range(SYNC_EVERY):
+        losses.add(torch.tensor(1.0), 32)
+    whole_epoch = losses.samples / (time.perf_counter() - losses.started)
+    assert losses.rate > 5 * whole_epoch  # the steady rate, not one diluted by the warm-up
+
+
+def test_a_running_mps_daemon_is_recognised_by_its_control_pipe(tmp_path, monkeypatch):
+    from mmzcli.device import mps_running
+
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert not mps_running()
+    (tmp_path / "control").touch()
+    assert mps_running()
