@@ -486,7 +486,7 @@ def step_forest(study: Study) -> None:
         "ID": group["id"][:][test],
         "RA": group["ra"][:][test],
         "DEC": group["dec"][:][test],
-        **summarise_pdfs(pdfs, edges),
+        **summarise_pdfs(pdfs, edges, group["id"][:][test]),
         "Z_REG": np.concatenate([p[2] for p in parts]).astype(np.float32),
         "FLAGS": group["flags"][:][test],
         "EBV": group["ebv"][:][test].astype(np.float32),

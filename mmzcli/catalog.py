@@ -198,6 +198,11 @@ PHOTOZ_COLUMNS = (
     ("Z_L95", "", "2.5th percentile of the PDF"),
     ("Z_U95", "", "97.5th percentile of the PDF"),
     ("ODDS", "", "probability within Z_PHOT +- ODDSK*(1+Z_PHOT)"),
+    ("Z_BEST", "", "redshift of least expected loss 1-1/(1+(dz/0.15)^2) (HSC photoz_best)"),
+    ("Z_RISK", "", "expected loss at Z_BEST (0 sure ... 1 hopeless)"),
+    ("Z_STD", "", "standard deviation of the PDF"),
+    ("Z_CONF", "", "probability within Z_BEST +- 0.03*(1+Z_BEST)"),
+    ("Z_MC", "", "one random draw from the PDF, seeded by ID (for n(z))"),
     ("Z_REG", "", "redshift from the regression head"),
     ("FLAGS", "", describe_catalog_flags()),
     ("EBV", "mag", "Galactic E(B-V) given to the network"),
@@ -211,6 +216,8 @@ OPTIONAL_COLUMNS = {
     "TILE": ("", "file of the reference-band image the source was detected on"),
 }
 ODDS_K = 0.06  # half-width of the ODDS window in (1+z): BPZ's convention (Benitez 2000; DES Y1 used 0.06 too)
+CONF_K = 0.03  # half-width of the Z_CONF window in (1+z): HSC's photoz_conf_best (Tanaka et al. 2018)
+RISK_GAMMA = 0.15  # width of the loss of Z_BEST: HSC's (Tanaka et al. 2018)
 
 
 def photoz_dtype(n_bins: int, extra: dict[str, np.dtype]) -> np.dtype:
@@ -220,8 +227,9 @@ def photoz_dtype(n_bins: int, extra: dict[str, np.dtype]) -> np.dtype:
     return np.dtype(fields + list(extra.items()) + [("PDF", "f4", (n_bins,))])
 
 
-def summarise_pdfs(pdfs: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]:
-    """The point estimates and intervals of the catalogue, from PDFs [n, N_b] (rows of NaN stay NaN)."""
+def summarise_pdfs(pdfs: np.ndarray, edges: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The point estimates and intervals of the catalogue, from PDFs [n, N_b] of the sources ``ids``
+    (rows of NaN stay NaN)."""
     from mmzcli import pdf
 
     empty = ~(pdfs.sum(axis=1) > 0)  # sources without image data have no PDF
@@ -229,8 +237,15 @@ def summarise_pdfs(pdfs: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]
     out = {"Z_PHOT": pdf.median(pdfs, edges), "Z_MODE": pdf.mode(pdfs, edges), "Z_MEAN": pdf.mean(pdfs, edges)}
     for name, q in (("Z_L68", 0.16), ("Z_U68", 0.84), ("Z_L95", 0.025), ("Z_U95", 0.975)):
         out[name] = pdf.quantile(pdfs, edges, q)
-    half = ODDS_K * (1 + out["Z_PHOT"])
-    out["ODDS"] = pdf.cdf_at(pdfs, edges, out["Z_PHOT"] + half) - pdf.cdf_at(pdfs, edges, out["Z_PHOT"] - half)
+
+    def mass_within(z, k):
+        return pdf.cdf_at(pdfs, edges, z + k * (1 + z)) - pdf.cdf_at(pdfs, edges, z - k * (1 + z))
+
+    out["ODDS"] = mass_within(out["Z_PHOT"], ODDS_K)
+    out["Z_BEST"], out["Z_RISK"] = pdf.risk_best(pdfs, edges, RISK_GAMMA)
+    out["Z_STD"] = pdf.std(pdfs, edges)
+    out["Z_CONF"] = mass_within(out["Z_BEST"], CONF_K)
+    out["Z_MC"] = pdf.quantile(pdfs, edges, pdf.uniform_from_ids(ids))
     return {k: np.where(empty, np.nan, v).astype(np.float32) for k, v in out.items()}
 
 
@@ -259,6 +274,8 @@ class PhotozWriter:
             if name in descriptions:
                 hdu.write_key(f"TCOMM{i}", descriptions[name][1])
         hdu.write_key("ODDSK", ODDS_K, "ODDS window half-width in (1+z)")
+        hdu.write_key("CONFK", CONF_K, "Z_CONF window half-width in (1+z)")
+        hdu.write_key("RISKGAM", RISK_GAMMA, "gamma of the Z_BEST loss")
         for key, value in header.items():
             value, comment = value if isinstance(value, tuple) else (value, "")
             hdu.write_key(key, value, comment)
@@ -324,6 +341,20 @@ def read_photoz(path: Path, require: tuple[str, ...] = ("ID", "Z_PHOT", "PDF")) 
     import fitsio
 
     path = Path(path)
+    _, edges, _ = photoz_layout(path, require)
+    with fitsio.FITS(str(path)) as fits:
+        data = fits["PHOTOZ"].read()
+        keywords = fits["PHOTOZ"].read_header()
+    header = {k: keywords[k] for k in keywords}
+    columns = {name.upper(): data[name] for name in data.dtype.names}
+    return PhotozCatalog(path, columns, edges, header)
+
+
+def photoz_layout(path: Path, require: tuple[str, ...] = ()) -> tuple[list[str], np.ndarray, int]:
+    """(column names, bin edges, rows) of an mmz photo-z catalogue, checked, without reading its rows."""
+    import fitsio
+
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such catalogue file")
     try:
@@ -335,17 +366,16 @@ def read_photoz(path: Path, require: tuple[str, ...] = ("ID", "Z_PHOT", "PDF")) 
                         f"{path}: no HDU '{extname}' (HDUs: {', '.join(n or '-' for n in names)}); "
                         f"is this a catalogue written by mmz predict?"
                     )
-            data = fits["PHOTOZ"].read()
-            keywords = fits["PHOTOZ"].read_header()
-            header = {k: keywords[k] for k in keywords}
+            columns = [name.upper() for name in fits["PHOTOZ"].get_colnames()]
+            n_rows = fits["PHOTOZ"].get_nrows()
+            pdf_shape = fits["PHOTOZ"].get_rec_dtype()[0]["PDF"].shape if "PDF" in columns else None
             grid = fits["ZGRID"].read()
     except OSError as exc:
         raise InputError(f"{path}: not a readable FITS file ({exc})") from None
-    columns = {name.upper(): data[name] for name in data.dtype.names}
     for name in require:
         if name not in columns:
             raise InputError(f"{path}: no column '{name}' (columns: {', '.join(columns)})")
     edges = np.append(grid["Z_LO"], grid["Z_HI"][-1]).astype(np.float64)
-    if "PDF" in columns and columns["PDF"].shape[1:] != (len(edges) - 1,):
-        raise InputError(f"{path}: PDF has {columns['PDF'].shape[1:]} bins but ZGRID {len(edges) - 1}")
-    return PhotozCatalog(path, columns, edges, header)
+    if pdf_shape is not None and pdf_shape != (len(edges) - 1,):
+        raise InputError(f"{path}: PDF has {pdf_shape} bins but ZGRID {len(edges) - 1}")
+    return columns, edges, n_rows

@@ -469,6 +469,10 @@ def predict(
         bool, typer.Option("--allow-missing-bands", help="Predict even when no tile holds some band of the run.")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing catalogue.")] = False,
+    qp_output: Annotated[
+        Optional[Path],
+        typer.Option("--qp", help="Also write the PDFs as a qp ensemble (.hdf5, .fits), as mmz export does."),
+    ] = None,
 ):
     """Write a photo-z catalogue: PDF, median Z_PHOT, intervals and flags for every source of the tiles.
 
@@ -478,35 +482,69 @@ def predict(
 
     Example: mmz predict tiles/*.fits -o photoz_cat.fits --project P
     """
+    from mmzcli.device import torchrun_rank
     from mmzcli.errors import ConfigError
     from mmzcli.predict import PredictOptions, predict_cubes, predict_tiles
 
+    if qp_output is not None:  # before the work, so that a missing qp or a bad name costs nothing
+        from mmzcli.export import check_qp_output
+
+        check_qp_output(qp_output, overwrite)
     if cubes:
         if tiles or catalog or detect:
             raise ConfigError("--cubes predicts the project's labelled cubes: give no tiles, --catalog or --detect")
         predict_cubes(project, output, run=run, overwrite=overwrite, console=_console())
-        return
-    if not tiles:
-        raise ConfigError("no tiles given: mmz predict TILE... -o CAT.fits (or --cubes for the labelled set)")
-    if catalog is not None and detect:
-        raise ConfigError("--catalog gives the sources and --detect finds them: give one of the two")
-    options = PredictOptions(
-        project=project,
-        run=run,
-        catalog=catalog,
-        ebv=ebv,
-        columns={"id": id_col, "ra": ra_col, "dec": dec_col},
-        jobs=jobs,
-        batch_size=batch_size,
-        device=device,
-        amp=amp,
-        resume=resume,
-        overwrite=overwrite,
-        keep_going=keep_going,
-        allow_missing_bands=allow_missing_bands,
-        shard=shard,
-    )
-    predict_tiles(tiles, output, options, console=_console())
+    else:
+        if not tiles:
+            raise ConfigError("no tiles given: mmz predict TILE... -o CAT.fits (or --cubes for the labelled set)")
+        if catalog is not None and detect:
+            raise ConfigError("--catalog gives the sources and --detect finds them: give one of the two")
+        options = PredictOptions(
+            project=project,
+            run=run,
+            catalog=catalog,
+            ebv=ebv,
+            columns={"id": id_col, "ra": ra_col, "dec": dec_col},
+            jobs=jobs,
+            batch_size=batch_size,
+            device=device,
+            amp=amp,
+            resume=resume,
+            overwrite=overwrite,
+            keep_going=keep_going,
+            allow_missing_bands=allow_missing_bands,
+            shard=shard,
+        )
+        predict_tiles(tiles, output, options, console=_console())
+    if qp_output is not None and torchrun_rank()[0] == 0 and output.exists():  # complete (not a --shard)
+        _export(output, qp_output, overwrite)
+
+
+@app.command()
+def export(
+    catalog: Annotated[Path, typer.Argument(help="Photo-z catalogue (FITS, from mmz predict).", show_default=False)],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="qp ensemble to write: .hdf5 (streamed), .fits or .pq.")
+    ] = Path("photoz.hdf5"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+):
+    """Write the PDFs of a catalogue as a qp ensemble, the format of LSST DESC's RAIL.
+
+    A qp 'hist' ensemble on the catalogue's bins (ZGRID), densities in float32, with ID, position,
+    point estimates (RAIL names zmode, zmean, zmedian) and FLAGS as ancillary data. Rows without a
+    PDF (no image data, FLAGS OUTSIDE) are left out and counted. Needs qp: pip install 'mmz[rail]'.
+
+    Example: mmz export photoz_cat.fits -o photoz.hdf5
+    """
+    _export(catalog, output, overwrite)
+
+
+def _export(catalog: Path, output: Path, overwrite: bool) -> None:
+    from mmzcli.export import export_qp
+
+    done = export_qp(catalog, output, overwrite=overwrite)
+    left = f"; {done['left_out']} rows without a PDF left out" if done["left_out"] else ""
+    _console().print(f"{done['output']}: {done['rows']} PDFs as a qp hist ensemble{left}")
 
 
 # ----------------------------------------------------------------------------- science outputs
@@ -628,6 +666,38 @@ def bootstrap(
         plots=plots,
         console=_console(),
     )
+
+
+@app.command()
+def nz(
+    catalog: Annotated[Path, typer.Argument(help="Photo-z catalogue (FITS, from mmz predict).", show_default=False)],
+    bins: Annotated[
+        str, typer.Option("--bins", help="Edges of the tomographic bins, e.g. 0.2,0.4,0.6,0.8,1.0.", show_default=False)
+    ],
+    by: Annotated[str, typer.Option("--by", help="Point estimate that assigns objects to bins (a column).")] = "Z_PHOT",
+    weights: Annotated[
+        Optional[str], typer.Option("--weights", help="Column of object weights (e.g. lensing).")
+    ] = None,
+    resamples: Annotated[int, typer.Option("--resamples", "-K", help="Bootstrap resamples for the error bands.")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bands.")] = 0,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Output directory [default: nz/ beside CATALOG].")
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw nz.png.")] = True,
+):
+    """The redshift distribution n(z) of each tomographic bin: the stacked PDFs of its objects.
+
+    Objects fall in a bin by their --by estimate; a bin's n(z) is the (--weights) weighted mean of
+    their PDFs, with 16-84% bands from a Poisson bootstrap over objects. With Z_SPEC in the catalogue
+    (out-of-fold predictions) the true histogram and the bias of each bin's mean redshift are given.
+    Writes nz.fits (HDU NZ: curves; BINS: summary), nz.json, nz.png and, with qp, nz.hdf5.
+
+    Example: mmz nz oof-early.fits --bins 0.2,0.4,0.6,0.8,1.0 --by Z_BEST
+    """
+    from mmzcli.nz import nz_catalogue
+
+    nz_catalogue(catalog, bins, by=by, weights=weights, resamples=resamples, seed=seed, output=output,
+                 plots=plots, console=_console())  # fmt: skip
 
 
 @app.command("dropout-scan")

@@ -299,3 +299,35 @@ def dropout_vs_z(curves: list[dict], z_spec: np.ndarray, path: Path, title: str)
     side.set(ylabel=r"mean $\sigma_\mathrm{MAD}$ over the redshift bins", title="ranking")
     side.grid(alpha=0.3)
     return save(fig, path)
+
+
+# ----------------------------------------------------------------------------- n(z)
+
+
+def nz_bands(edges: np.ndarray, curves: dict, table: list[dict], path: Path, by: str) -> Path:
+    """The stacked n(z) of each tomographic bin with its 16-84% bootstrap band, the true histogram
+    (dashed) where the catalogue has Z_SPEC, and each bin's mean redshift (ticks)."""
+    fig, axes = figure(size=(7.2, 4.4))
+    ax = axes[0, 0]
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    top = 0.0
+    for row, colour in zip(table, colours(len(table))):
+        i = row["bin"]
+        nz = curves[f"NZ_{i}"]
+        if not np.all(np.isfinite(nz)):
+            continue
+        label = f"{row['z_min']:g} ≤ {by} < {row['z_max']:g} ({row['objects']})"
+        ax.fill_between(mids, curves[f"NZ_{i}_LO"], curves[f"NZ_{i}_HI"], color=colour, alpha=0.3, lw=0)
+        ax.plot(mids, nz, color=colour, lw=1.5, label=label)
+        if f"NZ_{i}_SPEC" in curves:
+            ax.stairs(curves[f"NZ_{i}_SPEC"], edges, color=colour, ls="--", lw=1)
+        ax.axvline(row["mean_z"], color=colour, lw=0.8, ymax=0.05)
+        top = max(top, float(np.nanmax(nz)), float(np.max(curves.get(f"NZ_{i}_SPEC", 0.0))))
+    ax.set(xlabel="redshift z", ylabel="n(z), normalised", ylim=(0, 1.15 * top if top > 0 else None),
+           title="stacked PDFs of the tomographic bins (dashed: z_spec histogram)")  # fmt: skip
+    drawn = np.stack([curves[k] for k in curves if k.endswith(("_HI", "_SPEC"))])
+    used = np.nonzero(np.nanmax(drawn, axis=0) > 1e-3 * top)[0]
+    if len(used):
+        ax.set_xlim(edges[max(used[0] - 2, 0)], edges[min(used[-1] + 3, len(edges) - 1)])
+    ax.legend(fontsize=8)
+    return save(fig, path)

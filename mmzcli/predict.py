@@ -40,7 +40,7 @@ def _rows(ids, ra, dec, pdfs, z_reg, flags, ebv, edges) -> dict[str, np.ndarray]
         "ID": ids,
         "RA": ra,
         "DEC": dec,
-        **summarise_pdfs(pdfs, edges),
+        **summarise_pdfs(pdfs, edges, ids),
         "Z_REG": z_reg,
         "FLAGS": flags,
         "EBV": ebv,

@@ -46,6 +46,8 @@ def catalogue(project):
         "--project",
         project,
         "--no-amp",
+        "--qp",
+        project / "photoz.hdf5",
     )
     return out
 
@@ -88,6 +90,11 @@ def test_catalogue_columns_hdus_units_and_provenance(catalogue, project):
             "Z_L95",
             "Z_U95",
             "ODDS",
+            "Z_BEST",
+            "Z_RISK",
+            "Z_STD",
+            "Z_CONF",
+            "Z_MC",
             "Z_REG",
             "FLAGS",
             "PDF",
@@ -116,6 +123,19 @@ def test_pdfs_and_their_summaries(catalogue):
     assert np.all(c["Z_L95"] <= c["Z_L68"]) and np.all(c["Z_L68"] <= c["Z_PHOT"])
     assert np.all(c["Z_PHOT"] <= c["Z_U68"]) and np.all(c["Z_U68"] <= c["Z_U95"])
     assert np.all((c["ODDS"] >= 0) & (c["ODDS"] <= 1 + 1e-6))
+    assert np.all((c["Z_MC"] >= edges[0]) & (c["Z_MC"] <= edges[-1]) & (c["Z_STD"] > 0))
+    assert np.all((c["Z_CONF"] >= 0) & (c["Z_CONF"] <= 1 + 1e-6) & (c["Z_RISK"] >= 0) & (c["Z_RISK"] < 1))
+
+
+def test_predict_writes_the_qp_ensemble_beside_the_catalogue(catalogue, project):
+    import qp
+
+    cat = read_photoz(catalogue)
+    ensemble = qp.read(str(project / "photoz.hdf5"))
+    has_pdf = np.isfinite(cat.columns["Z_PHOT"])
+    np.testing.assert_array_equal(ensemble.ancil["id"], cat.columns["ID"][has_pdf])
+    densities = cat.columns["PDF"][has_pdf] / np.diff(cat.edges)
+    np.testing.assert_allclose(ensemble.objdata["pdfs"], densities, rtol=1e-6)
 
 
 def test_astropy_and_fitsio_read_the_same_catalogue(catalogue):
