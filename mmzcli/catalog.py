@@ -209,6 +209,7 @@ PHOTOZ_COLUMNS = (
     ("PDF", "", "probability of each redshift bin of HDU ZGRID (sums to 1)"),
 )
 OPTIONAL_COLUMNS = {
+    "PDF_SCALE": ("", "PDF = PDF * PDF_SCALE, renormalised to 1 (int16 PDFs)"),
     "Z_SPEC": ("", "spectroscopic redshift"),
     "FOLD": ("", "cross-validation fold; predicted by the models that did not train on it"),
     "X": ("pix", "detection x in the tile's reference-band image (FITS, 1-based)"),
@@ -220,11 +221,36 @@ CONF_K = 0.03  # half-width of the Z_CONF window in (1+z): HSC's photoz_conf_bes
 RISK_GAMMA = 0.15  # width of the loss of Z_BEST: HSC's (Tanaka et al. 2018)
 
 
-def photoz_dtype(n_bins: int, extra: dict[str, np.dtype]) -> np.dtype:
-    """The row layout of HDU PHOTOZ: the standard columns, then ``extra`` (name -> dtype)."""
+PDF_DTYPES = ("float32", "int16")
+PDF_STEPS = 32767  # int16 PDFs: each row's largest probability is 32767 steps of its PDF_SCALE
+
+
+def photoz_dtype(n_bins: int, extra: dict[str, np.dtype], pdf_dtype: str = "float32") -> np.dtype:
+    """The row layout of HDU PHOTOZ: the standard columns, then ``extra`` (name -> dtype), then the PDF
+    (float32, or int16 times the row's PDF_SCALE)."""
     kinds = {"ID": "i8", "RA": "f8", "DEC": "f8", "FLAGS": "i4"}
     fields = [(name, kinds.get(name, "f4")) for name, *_ in PHOTOZ_COLUMNS if name != "PDF"]
-    return np.dtype(fields + list(extra.items()) + [("PDF", "f4", (n_bins,))])
+    pdf = [("PDF", "f4", (n_bins,))] if pdf_dtype == "float32" else [("PDF_SCALE", "f4"), ("PDF", "i2", (n_bins,))]
+    return np.dtype(fields + list(extra.items()) + pdf)
+
+
+def encode_pdfs(pdfs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int16 PDFs, PDF_SCALE): each row's largest probability becomes PDF_STEPS, the rest rounds to the
+    step; a PDF of zeros stays zeros. The L1 error is below 5e-4 on simulated sdss and hsc9."""
+    p = np.asarray(pdfs, dtype=np.float64)
+    scale = p.max(axis=1) / PDF_STEPS
+    codes = np.round(p / np.where(scale > 0, scale, 1.0)[:, None])
+    return codes.astype(np.int16), scale.astype(np.float32)
+
+
+def decode_pdfs(rows) -> np.ndarray:
+    """The float32 PDFs of catalogue rows (a record array or a column dict), whatever their storage."""
+    names = rows.dtype.names if hasattr(rows, "dtype") else rows.keys()
+    if "PDF_SCALE" not in names:
+        return np.asarray(rows["PDF"], dtype=np.float32)
+    p = np.asarray(rows["PDF"], dtype=np.float64) * np.asarray(rows["PDF_SCALE"], dtype=np.float64)[:, None]
+    total = p.sum(axis=1, keepdims=True)
+    return (p / np.where(total > 0, total, 1.0)).astype(np.float32)
 
 
 def summarise_pdfs(pdfs: np.ndarray, edges: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -256,12 +282,19 @@ class PhotozWriter:
     complete, with FITS CHECKSUM/DATASUM in every HDU.
     """
 
-    def __init__(self, path: Path, edges: np.ndarray, header: dict, extra: dict[str, np.dtype] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        edges: np.ndarray,
+        header: dict,
+        extra: dict[str, np.dtype] | None = None,
+        pdf_dtype: str = "float32",
+    ):
         import fitsio
 
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
-        self.dtype = photoz_dtype(len(edges) - 1, extra or {})
+        self.dtype = photoz_dtype(len(edges) - 1, extra or {}, pdf_dtype)
         self.rows = 0
         self.fits = fitsio.FITS(str(self.partial), "rw", clobber=True)
         descriptions = {name: (unit, text) for name, unit, text in PHOTOZ_COLUMNS} | OPTIONAL_COLUMNS
@@ -273,6 +306,8 @@ class PhotozWriter:
         for i, name in enumerate(names, 1):
             if name in descriptions:
                 hdu.write_key(f"TCOMM{i}", descriptions[name][1])
+        if pdf_dtype == "int16":
+            hdu.write_key("PDFENC", "int16", "PDF = PDF * PDF_SCALE, renormalised to 1")
         hdu.write_key("ODDSK", ODDS_K, "ODDS window half-width in (1+z)")
         hdu.write_key("CONFK", CONF_K, "Z_CONF window half-width in (1+z)")
         hdu.write_key("RISKGAM", RISK_GAMMA, "gamma of the Z_BEST loss")
@@ -284,6 +319,9 @@ class PhotozWriter:
     def append(self, columns: dict[str, np.ndarray]) -> None:
         n = len(columns["ID"])
         block = np.zeros(n, dtype=self.dtype)
+        if "PDF_SCALE" in (self.dtype.names or ()) and "PDF_SCALE" not in columns:
+            codes, scale = encode_pdfs(columns["PDF"])
+            columns = {**columns, "PDF": codes, "PDF_SCALE": scale}
         for name in self.dtype.names or ():
             if name in columns:
                 block[name] = columns[name]
@@ -305,7 +343,17 @@ class PhotozWriter:
         for hdu in self.fits[1:]:
             hdu.write_checksum()
         self.fits.close()
-        os.replace(self.partial, self.path)
+        if self.path.suffix == ".gz":  # astropy and fitsio read gzip-compressed FITS as it is
+            import gzip
+            import shutil
+
+            from mmzcli.atomic import atomic_path
+
+            with atomic_path(self.path) as tmp, open(self.partial, "rb") as src, gzip.open(tmp, "wb", 9) as dst:
+                shutil.copyfileobj(src, dst, 1 << 24)
+            self.partial.unlink()
+        else:
+            os.replace(self.partial, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -313,11 +361,13 @@ class PhotozWriter:
         self.partial.unlink(missing_ok=True)
 
 
-def write_photoz(path: Path, columns: dict[str, np.ndarray], edges: np.ndarray, header: dict) -> Path:
+def write_photoz(
+    path: Path, columns: dict[str, np.ndarray], edges: np.ndarray, header: dict, pdf_dtype: str = "float32"
+) -> Path:
     """A whole catalogue at once (columns beyond the standard ones are kept as extra columns)."""
     standard = {name for name, *_ in PHOTOZ_COLUMNS}
     extra = {k: np.asarray(v).dtype for k, v in columns.items() if k not in standard}
-    writer = PhotozWriter(path, edges, header, extra)
+    writer = PhotozWriter(path, edges, header, extra, pdf_dtype)
     writer.append(columns)
     return writer.finish()
 
@@ -347,6 +397,9 @@ def read_photoz(path: Path, require: tuple[str, ...] = ("ID", "Z_PHOT", "PDF")) 
         keywords = fits["PHOTOZ"].read_header()
     header = {k: keywords[k] for k in keywords}
     columns = {name.upper(): data[name] for name in data.dtype.names}
+    if "PDF" in columns:
+        columns["PDF"] = decode_pdfs(columns)
+        columns.pop("PDF_SCALE", None)
     return PhotozCatalog(path, columns, edges, header)
 
 

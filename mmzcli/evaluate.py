@@ -350,6 +350,7 @@ def print_table(results: list[dict], console) -> None:
         f"η(≥{threshold:g}) %",
         "bias",
         "CRPS",
+        "PIT KS",
         "PIT tails %",
         title="Photo-z metrics" + (" (dim: std over folds)" if folds else ""),
     )
@@ -362,6 +363,7 @@ def print_table(results: list[dict], console) -> None:
             f"{100 * o['eta']:.2f}",
             f"{o['bias']:+.4f}",
             f"{o['crps']:.4f}",
+            f"{r['pit']['ks_stat']:.3f}",
             f"{100 * r['pit']['tails']:.2f}",
         )
         if "sigma_mad_err" in o:
@@ -372,6 +374,7 @@ def print_table(results: list[dict], console) -> None:
                 f"±{100 * o['eta_err']:.2f}",
                 f"±{o['bias_err']:.4f}",
                 f"±{o['crps_err']:.4f}",
+                "",
                 "",
                 style="dim",
             )

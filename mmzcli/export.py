@@ -75,13 +75,14 @@ def export_qp(catalogue: Path, output: Path, *, overwrite: bool = False, block_r
     """
     import fitsio
 
-    from mmzcli.catalog import photoz_layout
+    from mmzcli.catalog import decode_pdfs, photoz_layout
 
     output = Path(output)
     qp = check_qp_output(output, overwrite)
     suffix = output.suffix.lower()
     names, edges, n_rows = photoz_layout(catalogue, require=("ID", "Z_PHOT", "PDF"))
     ancillary = {c: a for c, a in ANCILLARY.items() if c in names}
+    pdf_columns = [c for c in ("PDF", "PDF_SCALE") if c in names]
     with fitsio.FITS(str(catalogue)) as fits:
         has_pdf = np.isfinite(fits["PHOTOZ"].read_column("Z_PHOT"))  # NaN estimates: no PDF
         n_pdf = int(has_pdf.sum())
@@ -92,10 +93,14 @@ def export_qp(catalogue: Path, output: Path, *, overwrite: bool = False, block_r
             for start in range(0, n_rows, block_rows):
                 stop = min(start + block_rows, n_rows)
                 keep = has_pdf[start:stop]
-                rows = fits["PHOTOZ"].read(columns=["PDF", *ancillary], rows=np.arange(start, stop)[keep])
+                rows = fits["PHOTOZ"].read(columns=[*pdf_columns, *ancillary], rows=np.arange(start, stop)[keep])
                 yield qp.Ensemble(
                     qp.hist,
-                    data={"bins": edges, "pdfs": (rows["PDF"] / np.diff(edges)).astype(np.float32), "norm": False},
+                    data={
+                        "bins": edges,
+                        "pdfs": (decode_pdfs(rows) / np.diff(edges)).astype(np.float32),
+                        "norm": False,
+                    },
                     ancil={a: rows[c].astype(rows[c].dtype.newbyteorder("=")) for c, a in ancillary.items()},
                 )
 

@@ -78,14 +78,15 @@ def stack_catalogue(
     """The stacks of the tomographic ``bins`` (by column ``by``), the grid edges and the row counts."""
     import fitsio
 
-    from mmzcli.catalog import photoz_layout
+    from mmzcli.catalog import decode_pdfs, photoz_layout
 
     names, edges, n_rows = photoz_layout(catalogue, require=("ID", "PDF"))
     for option, column in (("--by", by), ("--weights", weights)):
         if column is not None and column.upper() not in names:
             raise InputError(f"{catalogue}: no column {column!r} ({option}); columns: {', '.join(names)}")
     truth = "Z_SPEC" if "Z_SPEC" in names else None
-    columns = [c for c in ("PDF", by.upper(), None if weights is None else weights.upper(), truth) if c]
+    scale = "PDF_SCALE" if "PDF_SCALE" in names else None  # int16 PDFs (predict --pdf-dtype int16)
+    columns = [c for c in ("PDF", scale, by.upper(), None if weights is None else weights.upper(), truth) if c]
     stacks = [Stack(len(edges) - 1, resamples) for _ in range(len(bins) - 1)]
     counts = {"rows": n_rows, "no_pdf": 0, "outside_bins": 0, "bad_weight": 0}
     with fitsio.FITS(str(catalogue)) as fits:
@@ -93,7 +94,7 @@ def stack_catalogue(
             rows = fits["PHOTOZ"].read(
                 columns=list(dict.fromkeys(columns)), rows=np.arange(start, min(start + block_rows, n_rows))
             )
-            pdfs = rows["PDF"].astype(np.float64)
+            pdfs = decode_pdfs(rows).astype(np.float64)
             z = rows[by.upper()].astype(np.float64)
             w = np.ones(len(z)) if weights is None else rows[weights.upper()].astype(np.float64)
             has_pdf = (pdfs.sum(axis=1) > 0) & np.isfinite(z)

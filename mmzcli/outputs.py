@@ -181,15 +181,22 @@ def _is_parts_folder(parts: Path) -> bool:
 
 
 def is_mmz_catalogue(path: Path) -> bool:
-    """A FITS file whose ``PHOTOZ`` HDU carries MMZVERS and CATKIND: a catalogue mmz predict wrote."""
+    """A FITS file (or gzip-compressed one) whose ``PHOTOZ`` HDU carries MMZVERS and CATKIND: a catalogue
+    mmz predict wrote."""
+    import gzip
+
     from astropy.io import fits
 
     if not Path(path).is_file():
         return False
     try:
         with open(path, "rb") as f:
-            if f.read(6) != b"SIMPLE":
-                return False
+            start = f.read(6)
+        if start[:2] == b"\x1f\x8b":  # gzip
+            with gzip.open(path, "rb") as f:
+                start = f.read(6)
+        if start != b"SIMPLE":
+            return False
         header = fits.getheader(path, extname="PHOTOZ")
     except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError):
         return False

@@ -53,9 +53,18 @@ def _rows(ids, ra, dec, pdfs, z_reg, flags, ebv, edges) -> dict[str, np.ndarray]
 
 @releases_locks
 def predict_cubes(
-    project: Path, output: Path, *, run: str | None = None, overwrite: bool = False, console=None
+    project: Path,
+    output: Path,
+    *,
+    run: str | None = None,
+    overwrite: bool = False,
+    raw: bool = False,
+    pdf_dtype: str = "float32",
+    console=None,
 ) -> dict:
-    """``mmz predict --cubes``: the run's out-of-fold PDFs of the labelled set as a catalogue."""
+    """``mmz predict --cubes``: the run's out-of-fold PDFs of the labelled set as a catalogue; calibrated
+    (unless ``raw``) by the PIT map fitted on the other half of them (calibrate.py)."""
+    from mmzcli.calibrate import remap_cross_fitted
     from mmzcli.catalog import write_photoz
     from mmzcli.device import resolve_device
     from mmzcli.store import cubes_path, open_store
@@ -68,7 +77,7 @@ def predict_cubes(
         raise InputError(
             f"{run_dir.path}: no out-of-fold predictions (oof.npz) yet; they are written when mmz train finishes"
         )
-    ensemble = Ensemble.load(run_dir, project, resolve_device("cpu"), weights=False)  # for the header
+    ensemble = Ensemble.load(run_dir, project, resolve_device("cpu"), weights=False, raw=raw)  # for the header
     oof = dict(np.load(oof_path))
     group = open_store(cubes_path(project))
     ids = group["id"][:]
@@ -80,11 +89,14 @@ def predict_cubes(
             f"the store was rebuilt after training: train the run again"
         )
     edges = ensemble.profile.redshift_grid.edges()
+    pdfs = oof["pdf"]
+    if ensemble.calibration is not None:
+        pdfs = remap_cross_fitted(pdfs, oof["id"], ensemble.calibration)
     columns = _rows(
         oof["id"],
         group["ra"][:][where],
         group["dec"][:][where],
-        oof["pdf"],
+        pdfs,
         oof["z_reg"],
         group["flags"][:][where],
         oof["ebv"],
@@ -94,7 +106,9 @@ def predict_cubes(
     columns[f"MAG_{ensemble.profile.reference_band.upper()}"] = oof["mag_ref"]
     header = ensemble.header("oof")
     header["NMODELS"] = (ensemble.n_models, "models: each object predicted by those of its own fold")
-    write_photoz(output, columns, edges, header)
+    if ensemble.calibration is not None:
+        header["CALIB"] = ("pit-remap, cross-fitted", "each half of the objects by the other's map")
+    write_photoz(output, columns, edges, header, pdf_dtype)
     if console is not None:
         console.print(f"{len(oof['id'])} out-of-fold objects of run {run_dir.name} -> {output}")
     return {"rows": len(oof["id"]), "output": str(output)}
@@ -133,6 +147,8 @@ class PredictOptions:
     keep_going: bool = False
     allow_missing_bands: bool = False
     shard: str | None = None  # "I/N"
+    raw: bool = False  # leave out the run's calibration
+    pdf_dtype: str = "float32"  # or int16 (catalog.PDF_DTYPES)
 
     @property
     def detect(self) -> bool:
@@ -248,7 +264,7 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
     )
     device = resolve_device(o.device)
     o = replace(o, amp=fast_bf16(device.type) if o.amp is None else o.amp)
-    ensemble = Ensemble.load(run, Path(o.project), device)
+    ensemble = Ensemble.load(run, Path(o.project), device, raw=o.raw)
     profile = ensemble.profile
     skipped: list[str] = []
     images = _index(paths, profile, o.keep_going, skipped)
@@ -275,7 +291,10 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
         )
 
     parts = output.with_name(output.name + ".parts")
-    key = inputs_key("predict", images, o.catalog, ensemble.run_hash, o.detect, o.ebv, o.columns, o.allow_missing_bands)
+    calibration = None if ensemble.calibration is None else ensemble.calibration["pit_map"]
+    key = inputs_key(
+        "predict", images, o.catalog, ensemble.run_hash, calibration, o.detect, o.ebv, o.columns, o.allow_missing_bands
+    )
     if torchrun:
         import torch.distributed as dist
 
@@ -334,7 +353,7 @@ def predict_tiles(tiles: list[Path], output: Path, options: PredictOptions, cons
             f"run the missing shards, then merge with --resume"
         )
     skipped += [predictor.skip_note(u).read_text() for u in units if predictor.skip_note(u).exists()]
-    summary["rows"] = _merge(parts, units, output, ensemble, o.detect, skipped)
+    summary["rows"] = _merge(parts, units, output, ensemble, o.detect, skipped, o.pdf_dtype)
     if console is not None:
         _print_summary(console, summary, output)
     return summary
@@ -463,7 +482,13 @@ class _TilePredictor:
 
 
 def _merge(
-    parts: Path, units: list[WorkUnit], output: Path, ensemble: Ensemble, detect: bool, skipped: list[str]
+    parts: Path,
+    units: list[WorkUnit],
+    output: Path,
+    ensemble: Ensemble,
+    detect: bool,
+    skipped: list[str],
+    pdf_dtype: str = "float32",
 ) -> int:
     """Append the parts, in tile order, to ``<output>.partial``; rename when complete; remove the parts."""
     from mmzcli.catalog import PhotozWriter
@@ -473,7 +498,7 @@ def _merge(
     for i, line in enumerate(skipped[:999], 1):
         header[f"SKIP{i:04d}"] = line  # long strings continue (CONTINUE convention)
     extra = {"X": np.dtype("f4"), "Y": np.dtype("f4"), "TILE": np.dtype("S64")} if detect else {}
-    writer = PhotozWriter(output, ensemble.profile.redshift_grid.edges(), header, extra)
+    writer = PhotozWriter(output, ensemble.profile.redshift_grid.edges(), header, extra, pdf_dtype)
     try:
         for unit in units:
             path = parts / f"{unit.name}.npz"

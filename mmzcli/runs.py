@@ -62,6 +62,11 @@ class RunDir:
     def oof_path(self) -> Path:
         return self.path / "oof.npz"
 
+    @property
+    def calibration_path(self) -> Path:
+        """The PIT map of ``mmz calibrate``, which ``mmz predict`` applies."""
+        return self.path / "calibration.json"
+
     def model_path(self, fold: int, seed: int) -> Path:
         return self.path / f"fold{fold}_seed{seed}.pt"
 
@@ -229,10 +234,13 @@ class Ensemble:
     config: ModelConfig
     run_hash: str
     ebv_median: float  # of the training sample: the value used where a source has none
+    calibration: dict | None = None  # of mmz calibrate: its PIT map is applied to every PDF
 
     @classmethod
-    def load(cls, run: RunDir, project: Path, device: Any, weights: bool = True) -> Ensemble:
-        """The run's finished models on ``device`` (none with ``weights`` False: the header only)."""
+    def load(cls, run: RunDir, project: Path, device: Any, weights: bool = True, raw: bool = False) -> Ensemble:
+        """The run's finished models on ``device`` (none with ``weights`` False: the header only), with the
+        run's calibration unless ``raw``."""
+        from mmzcli.calibrate import load_calibration
         from mmzcli.model import ModelConfig
 
         run_dir = run.path
@@ -256,7 +264,8 @@ class Ensemble:
                 f"{profile.name} has {', '.join(profile.band_names)}"
             )
         ebv_median = float(np.median(np.load(run.oof_path)["ebv"])) if run.oof_path.exists() else 0.0
-        return cls(run_dir, profile, models, len(paths), config, digest.hexdigest()[:16], ebv_median)
+        calibration = None if raw else load_calibration(run)
+        return cls(run_dir, profile, models, len(paths), config, digest.hexdigest()[:16], ebv_median, calibration)
 
     def header(self, kind: str) -> dict:
         """Provenance keywords of the catalogue (docs/formats.md)."""
@@ -280,6 +289,7 @@ class Ensemble:
             "ZMAX": (grid.z_max, "upper edge of the grid"),
             "OUTLTHR": (self.profile.outlier_threshold, "|dz|/(1+z) outlier threshold of the survey"),
             "REFBAND": (self.profile.reference_band, "reference band (magnitude limit)"),
+            "CALIB": ("none" if self.calibration is None else "pit-remap", "PDF calibration (mmz calibrate)"),
         }
 
     def predict(
@@ -307,4 +317,8 @@ class Ensemble:
                     z_reg[part] += reg.double().cpu().numpy()
         pdfs /= len(self.models)
         pdfs /= pdfs.sum(axis=1, keepdims=True)
+        if self.calibration is not None:
+            from mmzcli.calibrate import remap
+
+            pdfs = remap(pdfs, self.calibration["pit_map"])
         return pdfs.astype(np.float32), (z_reg / len(self.models)).astype(np.float32)

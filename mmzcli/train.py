@@ -473,16 +473,17 @@ def _start_worker(
 ) -> None:
     import threading
 
-    import torch
-
-    from mmzcli.store import open_store
-
     def exit_with_parent() -> None:  # a killed mmz train must not leave models training without its run lock
         while os.getppid() == parent:
             time.sleep(1)
         os._exit(1)
 
-    threading.Thread(target=exit_with_parent, daemon=True).start()
+    threading.Thread(target=exit_with_parent, daemon=True).start()  # before the seconds of importing torch
+
+    import torch
+
+    from mmzcli.store import open_store
+
     torch.set_num_threads(threads)
     _WORKER.update(source=cube_set(open_store(store_path), rows, device, config), device=device, lines=lines)
 

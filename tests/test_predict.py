@@ -164,6 +164,79 @@ def test_tiles_give_the_out_of_fold_pdfs_of_training(catalogue, project, run_mmz
     np.testing.assert_allclose(o.columns["Z_SPEC"], [z[i] for i in o.columns["ID"]], rtol=1e-6)
 
 
+def test_calibrate_fits_a_map_and_predict_applies_it_unless_raw(catalogue, project, run_mmz):
+    import json
+
+    from mmzcli.calibrate import remap
+
+    runs = project / "runs"
+    code, _, err = run_mmz("calibrate", "--project", project, "--run", "run")  # ~30 out-of-fold objects
+    assert code == 2 and "too few to calibrate" in err and not (runs / "run" / "calibration.json").exists()
+    # a copy of the run whose out-of-fold predictions are many and biased: calibrate fits and judges them
+    shutil.copytree(runs / "run", runs / "cal")
+    try:
+        rng = np.random.default_rng(0)
+        n, edges = 600, read_photoz(catalogue).edges
+        z_spec = rng.uniform(edges[5], edges[-5], n)
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        pdfs = np.exp(-0.5 * ((centres - z_spec[:, None] - 0.1 - rng.normal(0, 0.1, (n, 1))) / 0.05) ** 2)
+        oof = dict(np.load(runs / "run" / "oof.npz"))
+        np.savez(runs / "cal" / "oof.npz", **{k: np.resize(v, (n, *v.shape[1:])) for k, v in oof.items()}
+                 | {"id": np.arange(n), "pdf": (pdfs / pdfs.sum(axis=1, keepdims=True)).astype(np.float32),
+                    "z_spec": z_spec.astype(np.float32)})  # fmt: skip
+        code, _, err = run_mmz("calibrate", "--project", project, "--run", "cal")
+        assert code == 0, err
+        calibration = json.loads((runs / "cal" / "calibration.json").read_text())
+        judged = calibration["judged"]
+        assert judged["calibrated"]["pit_ks"] < judged["raw"]["pit_ks"] / 2
+        assert judged["calibrated"]["crps"] < judged["raw"]["crps"]
+        # the same models as run "run": predict applies the map to the same PDFs, --raw does not
+        args = [
+            "-q",
+            "predict",
+            *_tiles(project),
+            "--catalog",
+            project / "specz.fits",
+            "--project",
+            project,
+            "--no-amp",
+        ]
+        assert run_mmz(*args, "--run", "cal", "-o", project / "cal.fits")[0] == 0
+        assert run_mmz(*args, "--run", "cal", "--raw", "-o", project / "raw.fits")[0] == 0
+        raw, cal = read_photoz(catalogue), read_photoz(project / "cal.fits")
+        assert cal.header["CALIB"] == "pit-remap" and read_photoz(project / "raw.fits").header["CALIB"] == "none"
+        np.testing.assert_allclose(cal.columns["PDF"], remap(raw.columns["PDF"], calibration["pit_map"]), atol=2e-6)
+        np.testing.assert_array_equal(read_photoz(project / "raw.fits").columns["PDF"], raw.columns["PDF"])
+        assert np.mean(cal.columns["Z_PHOT"] < raw.columns["Z_PHOT"]) > 0.9  # the PDFs were biased high
+        np.savez(runs / "cal" / "oof.npz", **(oof | {"pdf": oof["pdf"] * 0.5}))  # as if trained further
+        code, _, err = run_mmz(
+            "-q", "predict", "--cubes", "--project", project, "--run", "cal", "-o", project / "s.fits"
+        )
+        assert code == 2 and "run mmz calibrate again, or predict with --raw" in " ".join(err.split())
+    finally:  # the copy is the project's latest run: other tests must not predict with it
+        shutil.rmtree(runs / "cal")
+
+
+def test_int16_pdfs_change_no_estimate_and_every_reader_gets_the_pdfs(project, run_mmz):
+    full, compact = project / "oof32.fits", project / "oof16.fits.gz"
+    assert run_mmz("-q", "predict", "--cubes", "--project", project, "-o", full)[0] == 0
+    assert run_mmz("-q", "predict", "--cubes", "--project", project, "-o", compact, "--pdf-dtype", "int16")[0] == 0
+    a, b = read_photoz(full), read_photoz(compact)  # mmz decodes int16 PDFs itself
+    for name in ("Z_PHOT", "Z_BEST", "Z_MC", "Z_L95", "ODDS", "Z_STD"):
+        np.testing.assert_array_equal(a.columns[name], b.columns[name])  # computed before storage
+    assert np.abs(a.columns["PDF"] - b.columns["PDF"]).sum(axis=1).max() < 1e-3
+    assert b.header["PDFENC"] == "int16"
+    again = ("-q", "predict", "--cubes", "--project", project, "-o", compact, "--pdf-dtype", "int16")
+    assert run_mmz(*again)[0] == 2 and run_mmz(*again, "--overwrite")[0] == 0  # a gzipped catalogue is mmz's
+    for table in (Table.read(compact, hdu="PHOTOZ"), fitsio.read(str(compact), ext="PHOTOZ")):
+        pdf = np.asarray(table["PDF"], np.float64) * np.asarray(table["PDF_SCALE"], np.float64)[:, None]
+        assert np.asarray(table["PDF"]).dtype.kind == "i"
+        assert np.abs(pdf / pdf.sum(axis=1, keepdims=True) - a.columns["PDF"]).sum(axis=1).max() < 1e-3
+    code, _, err = run_mmz("-q", "predict", "--cubes", "--project", project, "-o", project / "x.fits",
+                           "--pdf-dtype", "int8")  # fmt: skip
+    assert code == 2 and "--pdf-dtype int8: expected float32 or int16" in err
+
+
 def test_detect_finds_isolated_sources_above_10_sigma(project):
     from mmzcli.detect import detect
     from mmzcli.profiles import load_profile

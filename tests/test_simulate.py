@@ -173,6 +173,7 @@ def test_unwritable_project_is_an_input_error(tmp_path):
         ({"grids": [{"pixel_scale": 0.3}]}, r"simulation.grids\[0\]: expected a mapping of bands"),
         ({"grids": [{"bands": ["i"], "coverage": 1.5}]}, r"simulation.grids\[0\].coverage: expected a fraction"),
         ({"grids": [{"bands": ["i"], "rotation": True}]}, r"simulation.grids\[0\].rotation: expected a number"),
+        ({"morphology": {"knots": 2.5}}, r"simulation.morphology.knots: expected a whole number of clumps"),
     ],
 )
 def test_bad_simulation_section_names_the_file_and_key(tmp_path, section, match):
@@ -465,3 +466,30 @@ def test_cli_turns_bad_input_into_exit_code_2(tiny_run, capsys):
         main(["simulate", "--profile", "tiny", "-n", "5", "--project", str(tiny_run)])
     assert exit_info.value.code == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_the_young_burst_of_a_disk_is_drawn_as_clumps_in_the_same_places_in_every_band():
+    """A disk whose light is all burst: with knots its images in two bands are the same clumps scaled by
+    the flux ratio, brighter in their peaks than the smooth disk, with the same total flux."""
+    import galsim
+
+    from mmzcli.sim.render import BandImaging, PixelGrid, TileTask, _profile
+
+    def task(flux: float, knots: int):
+        grid = PixelGrid((150.0, 2.0), (32.0, 32.0), 0.2, 0.0, (64, 64))
+        band = BandImaging("g", 0.8, 27.0, 25.0, 22.0, 60.0)
+        one = np.ones(1)
+        return TileTask(Path("x.fits"), band, grid, 1, one * 32, one * 32, one * 0, one * flux, one * flux, knots,
+                        np.array([7]), one, one * 1.5, one, one * 0.7, one * 0.3, np.zeros(1, bool),
+                        np.zeros(1, bool), {})  # fmt: skip
+
+    gsp = galsim.GSParams(minimum_fft_size=32)
+    psf = galsim.Moffat(beta=3.5, fwhm=0.8, gsparams=gsp)
+
+    def draw(t):
+        return _profile(t, 0, psf, gsp)[0].drawImage(nx=64, ny=64, scale=0.2).array
+
+    blue, red, smooth = draw(task(100.0, 12)), draw(task(40.0, 12)), draw(task(100.0, 0))
+    np.testing.assert_allclose(red, 0.4 * blue, atol=1e-3 * red.max())  # the same clumps in both bands
+    assert abs(blue.sum() - smooth.sum()) < 0.02 * smooth.sum()  # light moved, not made
+    assert blue.max() > 1.2 * smooth.max() and np.abs(blue - smooth).sum() > 0.3 * smooth.sum()  # clumpy

@@ -68,14 +68,16 @@ class Galaxies:
     def concat(parts: list[Galaxies]) -> Galaxies:
         return Galaxies(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in parts[0].__dict__})
 
-    def fluxes(self, grid: PhotometryGrid, ebv_mw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """AB maggies (flux in units of 3631 Jy) of bulge and disk in every band, [N, B] each."""
+    def fluxes(self, grid: PhotometryGrid, ebv_mw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """AB maggies (flux in units of 3631 Jy) of bulge, disk and the disk's young burst (part of the
+        disk, drawn as clumps) in every band, [N, B] each."""
         scale = 10 ** (-0.4 * (self.abs_mag + distance_modulus(self.z)))[:, None]
         bulge = grid.relative_fluxes(self.t_bulge, self.z, self.ebv_bulge, ebv_mw)
         disk = grid.relative_fluxes(self.t_disk, self.z, self.ebv_disk, ebv_mw)
         young = grid.relative_fluxes(np.full(self.z.size, len(TEMPLATES) - 1.0), self.z, self.ebv_disk, ebv_mw)
-        disk = (1 - self.burst[:, None]) * disk + self.burst[:, None] * young
-        return scale * self.bulge_frac[:, None] * bulge, scale * (1 - self.bulge_frac[:, None]) * disk
+        in_disk = scale * (1 - self.bulge_frac[:, None])
+        burst = in_disk * self.burst[:, None] * young
+        return scale * self.bulge_frac[:, None] * bulge, in_disk * (1 - self.burst[:, None]) * disk + burst, burst
 
 
 # The colour model; these numbers set the colour-redshift scatter (tuned once against the
@@ -168,7 +170,7 @@ class PopulationSampler:
             n_red = rng.binomial(batch, frac_red)
             for kind, count in (("red", n_red), ("blue", batch - n_red)):
                 gal = self._draw_kind(rng, kind, count, *tables[kind])
-                bulge, disk = gal.fluxes(self.grid, None)
+                bulge, disk, _ = gal.fluxes(self.grid, None)
                 mag = -2.5 * np.log10((bulge + disk)[:, self.ref])
                 ok = (mag >= m_bright) & (mag <= m_faint)
                 attempts, kept = attempts + count, kept + ok.sum()

@@ -1,8 +1,9 @@
 """Image rendering for ``mmz simulate``: pixel grids, PSFs, noise, and one FITS file per band per tile.
 
 Each object is drawn once per band into a small postage stamp with GalSim (bulge
-Sérsic n=4 plus exponential disk, each with its own flux in that band, convolved with
-a Moffat PSF and the pixel) and added into the tile.  Noise is sky-limited Gaussian
+Sérsic n=4 plus exponential disk, each with its own flux in that band, the disk's young
+burst in star-forming clumps (RandomKnots, in the same places in every band), convolved
+with a Moffat PSF and the pixel) and added into the tile.  Noise is sky-limited Gaussian
 noise set by the band's 5σ depth plus the objects' Poisson noise.  A task is one
 (tile, band) image: its objects are drawn in a fixed order and its noise comes from
 a seed derived from (base seed, tile, band), so the files do not depend on how many
@@ -108,7 +109,10 @@ class TileTask:
     x: np.ndarray  # 0-based pixel positions in this grid
     y: np.ndarray
     flux_bulge: np.ndarray  # image units; stars have all their flux in flux_bulge and is_star
-    flux_disk: np.ndarray
+    flux_disk: np.ndarray  # the knots' flux included
+    flux_knots: np.ndarray | float  # the part of flux_disk drawn as n_knots clumps
+    n_knots: int
+    knot_seeds: np.ndarray  # per object, the same in every band: the clumps sit in the same places
     r_bulge: np.ndarray  # arcsec
     r_disk: np.ndarray
     q_bulge: np.ndarray
@@ -189,10 +193,14 @@ def _profile(task: TileTask, i: int, psf, gsp):
                 q=float(task.q_bulge[i]), beta=beta
             )
         )
-    if fd > 0:
-        parts.append(
-            galsim.Exponential(half_light_radius=rd, flux=fd, gsparams=gsp).shear(q=float(task.q_disk[i]), beta=beta)
-        )
+    fk = float(np.broadcast_to(task.flux_knots, task.x.shape)[i]) if task.n_knots else 0.0
+    if fd - fk > 0:
+        smooth = galsim.Exponential(half_light_radius=rd, flux=fd - fk, gsparams=gsp)
+        parts.append(smooth.shear(q=float(task.q_disk[i]), beta=beta))
+    if fk > 0:  # star-forming clumps, spread like the disk (GalSim's RandomKnots)
+        rng = galsim.BaseDeviate(int(task.knot_seeds[i]))
+        knots = galsim.RandomKnots(task.n_knots, half_light_radius=rd, flux=fk, rng=rng, gsparams=gsp)
+        parts.append(knots.shear(q=float(task.q_disk[i]), beta=beta))
     if not parts:
         return None, 0.0
     gal = galsim.Add(parts) if len(parts) > 1 else parts[0]

@@ -88,6 +88,15 @@ class ImagingSettings:
     sky: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MorphologySettings:
+    """Light that is not smooth: the young burst of a star-forming disk sits in clumps."""
+
+    # the disk's burst light (population.Galaxies.burst, the SB template) as this many GalSim
+    # RandomKnots spread like the disk; 0 puts it back into the smooth exponential
+    knots: int = 12
+
+
 @dataclass(frozen=True, kw_only=True)
 class GridSettings:
     """Bands on a pixel grid of their own (hsc9's NIR), alternately shifted and rotated per tile."""
@@ -109,6 +118,7 @@ class SimSettings:
     ebv: EbvSettings = EbvSettings()
     layout: LayoutSettings = LayoutSettings()
     imaging: ImagingSettings = ImagingSettings()
+    morphology: MorphologySettings = MorphologySettings()
     grids: tuple[GridSettings, ...] = ()
     sed: SedParams = SedParams()  # overrides of the colour model (population.SedParams)
 
@@ -152,6 +162,7 @@ _SECTIONS: dict[str, type] = {
     "ebv": EbvSettings,
     "layout": LayoutSettings,
     "imaging": ImagingSettings,
+    "morphology": MorphologySettings,
 }
 
 
@@ -243,6 +254,9 @@ def _check(s: dict[str, Any], profile: Profile, where: str) -> None:
     for key, value in numbers:
         if not _is_number(value):
             raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+    knots = s["morphology"]["knots"]
+    if isinstance(knots, bool) or not isinstance(knots, int) or not 0 <= knots <= 100:
+        raise ConfigError(f"{where}.morphology.knots: expected a whole number of clumps, 0 to 100, got {knots!r}")
     for i, grid in enumerate(s["grids"]):
         if not 0 < grid.get("coverage", 1.0) <= 1:
             raise ConfigError(f"{where}.grids[{i}].coverage: expected a fraction in (0, 1]")

@@ -82,6 +82,7 @@ class Sky:
     bulge: np.ndarray  # AB maggies [N, B], observed (Milky Way dust included)
     disk: np.ndarray
     n_tiles: int
+    knots: np.ndarray | None = None  # the part of ``disk`` in star-forming clumps (the young burst)
 
 
 def _imaging(profile: Profile, settings: SimSettings) -> list[BandImaging]:
@@ -248,10 +249,11 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, settings: Sim
     galaxies = Galaxies.concat([targets, pairs, neighbours])
     n_gal = len(galaxies)
     ebv = _draw_ebv(rng, n_gal + n_star, settings)
-    bulge, disk = galaxies.fluxes(grid, ebv[:n_gal])
+    bulge, disk, knots = galaxies.fluxes(grid, ebv[:n_gal])
     star_flux = star_fluxes(filters, star_temp, ref, star_mag, ebv[n_gal:])
     bulge = np.vstack([bulge, star_flux])
     disk = np.vstack([disk, np.zeros_like(star_flux)])
+    knots = np.vstack([knots, np.zeros_like(star_flux)])
     x = np.concatenate([tx, px, nx_, star_x])
     y = np.concatenate([ty, py, ny_, star_y])
     tile = np.concatenate([t_tile, t_tile[host], nb_tile, star_tile])
@@ -289,7 +291,7 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, settings: Sim
         "TEMPERATURE": np.concatenate([np.zeros(n_gal), star_temp]),
         "EBV": ebv,
     }
-    return Sky(table=table, bulge=bulge, disk=disk, n_tiles=n_tiles)
+    return Sky(table=table, bulge=bulge, disk=disk, n_tiles=n_tiles, knots=knots)
 
 
 # ----------------------------------------------------------------------------- injection
@@ -342,7 +344,7 @@ def injected_sky(
     if "R_HALF" in table:
         gal.r_disk = np.asarray(table["R_HALF"], float)
         gal.r_bulge = 0.5 * gal.r_disk
-    bulge, disk = gal.fluxes(grid, ebv)
+    bulge, disk, _ = gal.fluxes(grid, ebv)  # no burst, so no clumps
     # rescale both components so that the total matches the catalogue's magnitudes exactly
     total = bulge + disk
     want = 10 ** (-0.4 * mags)
@@ -785,6 +787,7 @@ def _tile_tasks(
 
     t = sky.table
     covered = np.ones((len(t["ID"]), len(prof.bands)), dtype=bool)
+    n_knots = settings.morphology.knots
     tasks = []
     for k, centre in enumerate(centres):
         grids = _band_grids(prof, settings, k, tile_size, centre)
@@ -826,6 +829,9 @@ def _tile_tasks(
                     y=y[near],
                     flux_bulge=sky.bulge[rows, b] * to_img,
                     flux_disk=sky.disk[rows, b] * to_img,
+                    flux_knots=(0 if sky.knots is None or not n_knots else sky.knots[rows, b]) * to_img,
+                    n_knots=n_knots,
+                    knot_seeds=(t["ID"][rows] * 1_000_003 + seed) % 2**31,
                     r_bulge=t["R_BULGE"][rows],
                     r_disk=t["R_DISK"][rows],
                     q_bulge=t["Q_BULGE"][rows],
