@@ -138,6 +138,27 @@ def test_predict_writes_the_qp_ensemble_beside_the_catalogue(catalogue, project)
     np.testing.assert_allclose(ensemble.objdata["pdfs"], densities, rtol=1e-6)
 
 
+def test_the_rail_stage_gives_the_catalogue_pdfs_in_input_order(catalogue, project):
+    from rail.core.data import DataStore
+
+    from mmzcli.rail_stage import MmzEstimator
+
+    DataStore.allow_overwrite = True  # RAIL's process-wide store: tests may run a stage twice
+    specz = Table.read(project / "specz.fits")[::-1]  # an order of the user's, not predict's
+    table = {"object_id": np.asarray(specz["ID"]), **{c: np.asarray(specz[c]) for c in ("RA", "DEC", "EBV")}}
+    stage = MmzEstimator.make_stage(
+        name="mmz", model="run", project=str(project), tiles=[str(t) for t in _tiles(project)], ebv_col="EBV",
+        output_mode="return", chunk_size=64, device="cpu",
+    )  # fmt: skip
+    ensemble = stage.estimate(table).data
+    cat = read_photoz(catalogue)
+    rows = np.argsort(cat.columns["ID"])[np.searchsorted(np.sort(cat.columns["ID"]), table["object_id"])]
+    assert ensemble.npdf == len(specz)  # one distribution per input source, in three chunks
+    np.testing.assert_array_equal(np.ravel(ensemble.ancil["id"]), table["object_id"])
+    np.testing.assert_allclose(ensemble.objdata["pdfs"] * np.diff(cat.edges), cat.columns["PDF"][rows], atol=1e-6)
+    np.testing.assert_array_equal(np.ravel(ensemble.ancil["zmedian"]), cat.columns["Z_PHOT"][rows])
+
+
 def test_astropy_and_fitsio_read_the_same_catalogue(catalogue):
     a = Table.read(catalogue, hdu="PHOTOZ")
     b = fitsio.read(str(catalogue), ext="PHOTOZ")
