@@ -5,7 +5,7 @@ transform (PIT, the CDF at z_spec) is uniform over the objects. When it is not (
 PDFs; a hump: too broad; a U: too narrow), the PIT's own distribution function G says by how much,
 and G(F(z)) is a corrected CDF for every object (Bordoloi, Lilly & Amara 2010, MNRAS 406, 881).
 G is fitted on the run's out-of-fold objects (each predicted by models that never trained on it)
-as a monotone piecewise-linear curve through KNOTS quantiles of their PIT. A temperature on the
+as a monotone piecewise-linear curve through PIT_KNOTS quantiles of their PIT. A temperature on the
 softmax was tried first and left the PIT of the converged simulated-sdss run unchanged (T = 1.02:
 its PDFs are about as wide as they should be, but offset), so mmz remaps the PIT.
 
@@ -26,23 +26,23 @@ from mmzcli.errors import InputError
 from mmzcli.runs import RunDir
 
 SALT = 0xCA11B  # of the ID hash that splits the objects into two halves (not Z_MC's)
-KNOTS = 21  # quantiles of the PIT through which G passes: every 5%, ~30 objects apart per half of 1,200
+PIT_KNOTS = 21  # quantiles of the PIT through which G passes: every 5%, ~30 objects apart per half of 1,200
 
 
 def fit_pit_map(pdfs: np.ndarray, edges: np.ndarray, z_spec: np.ndarray) -> list[list[float]]:
-    """[[PIT quantiles], [levels]]: G, the distribution function of the PIT, through KNOTS points."""
+    """[[PIT quantiles], [levels]]: G, the distribution function of the PIT, through PIT_KNOTS points."""
     from mmzcli import metrics
 
     on_grid = (z_spec >= edges[0]) & (z_spec < edges[-1]) & (pdfs.sum(axis=1) > 0)
-    if on_grid.sum() < 5 * KNOTS:
+    if on_grid.sum() < 5 * PIT_KNOTS:
         raise InputError(
             f"only {int(on_grid.sum())} out-of-fold objects with a z_spec on the grid: too few to calibrate "
-            f"(at least {5 * KNOTS})"
+            f"(at least {5 * PIT_KNOTS})"
         )
-    levels = np.linspace(0.0, 1.0, KNOTS)
+    levels = np.linspace(0.0, 1.0, PIT_KNOTS)
     x = np.quantile(metrics.pit(pdfs[on_grid], edges, z_spec[on_grid]), levels)
     x[0], x[-1] = 0.0, 1.0
-    x = np.maximum.accumulate(x + np.arange(KNOTS) * 1e-9)  # strictly increasing, for interpolation
+    x = np.maximum.accumulate(x + np.arange(PIT_KNOTS) * 1e-9)  # strictly increasing, for interpolation
     return [x.tolist(), levels.tolist()]
 
 

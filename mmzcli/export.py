@@ -93,6 +93,8 @@ def export_qp(catalogue: Path, output: Path, *, overwrite: bool = False, block_r
             for start in range(0, n_rows, block_rows):
                 stop = min(start + block_rows, n_rows)
                 keep = has_pdf[start:stop]
+                if not keep.any():  # a block of sources outside the images: nothing to write
+                    continue
                 rows = fits["PHOTOZ"].read(columns=[*pdf_columns, *ancillary], rows=np.arange(start, stop)[keep])
                 yield qp.Ensemble(
                     qp.hist,

@@ -49,9 +49,10 @@ def test_the_ensemble_holds_the_pdfs_as_densities_and_the_ancillary_columns(run_
         assert f["data"]["pdfs"].dtype == np.float32
 
 
-def test_streamed_blocks_write_the_file_one_block_writes(catalogue, tmp_path):
+@pytest.mark.parametrize("block_rows", [64, 1])  # 5 blocks, one holding the empty row; 300, one of it alone
+def test_streamed_blocks_write_the_file_one_block_writes(catalogue, tmp_path, block_rows):
     path, _, _ = catalogue
-    export_qp(path, tmp_path / "blocks.hdf5", block_rows=64)  # 5 blocks, one of them with the empty row
+    export_qp(path, tmp_path / "blocks.hdf5", block_rows=block_rows)
     export_qp(path, tmp_path / "whole.hdf5")
     a, b = qp.read(str(tmp_path / "blocks.hdf5")), qp.read(str(tmp_path / "whole.hdf5"))
     np.testing.assert_array_equal(a.objdata["pdfs"], b.objdata["pdfs"])

@@ -473,7 +473,7 @@ def test_the_young_burst_of_a_disk_is_drawn_as_clumps_in_the_same_places_in_ever
     the flux ratio, brighter in their peaks than the smooth disk, with the same total flux."""
     import galsim
 
-    from mmzcli.sim.render import BandImaging, PixelGrid, TileTask, _profile
+    from mmzcli.sim.render import BandImaging, PixelGrid, TileTask, galaxy_profile
 
     def task(flux: float, knots: int):
         grid = PixelGrid((150.0, 2.0), (32.0, 32.0), 0.2, 0.0, (64, 64))
@@ -487,7 +487,7 @@ def test_the_young_burst_of_a_disk_is_drawn_as_clumps_in_the_same_places_in_ever
     psf = galsim.Moffat(beta=3.5, fwhm=0.8, gsparams=gsp)
 
     def draw(t):
-        return _profile(t, 0, psf, gsp)[0].drawImage(nx=64, ny=64, scale=0.2).array
+        return galaxy_profile(t, 0, psf, gsp)[0].drawImage(nx=64, ny=64, scale=0.2).array
 
     blue, red, smooth = draw(task(100.0, 12)), draw(task(40.0, 12)), draw(task(100.0, 0))
     np.testing.assert_allclose(red, 0.4 * blue, atol=1e-3 * red.max())  # the same clumps in both bands

@@ -147,7 +147,7 @@ def render_tile(task: TileTask) -> tuple[str, int]:
     stamps: dict[int, Any] = {}  # one reusable galsim image per size
     drawn = 0
     for i in range(task.x.size):
-        obj, r_max = _profile(task, i, psf, gsp)
+        obj, r_max = galaxy_profile(task, i, psf, gsp)
         if obj is None:
             continue
         n = stamp_size(min(r_max, 12.0), task.band.fwhm, scale)
@@ -169,7 +169,7 @@ def render_tile(task: TileTask) -> tuple[str, int]:
     return task.path.name, drawn
 
 
-def _profile(task: TileTask, i: int, psf, gsp):
+def galaxy_profile(task: TileTask, i: int, psf, gsp):
     """Object i of the task as a GalSim profile (PSF included) and its size [arcsec]; None if empty."""
     import galsim
 
