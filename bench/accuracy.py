@@ -363,8 +363,11 @@ def aperture_weights(size: int, radius: float, oversample: int = 8) -> np.ndarra
     return inside.reshape(size, oversample, size, oversample).mean(axis=(1, 3))
 
 
-def aperture_photometry(group, profile, diameter: float, block: int = 512) -> dict[str, np.ndarray]:
-    """Forced circular-aperture fluxes at the centre of every cube stamp, and their 1-sigma noise.
+def aperture_photometry(
+    cubes, band_ok: np.ndarray, profile, diameter: float, block: int = 512
+) -> dict[str, np.ndarray]:
+    """Forced circular-aperture fluxes at the centre of every stamp of ``cubes`` [N, B, S, S] (a Zarr
+    array or any array), and their 1-sigma noise.
 
     Fluxes are sums of the background-subtracted stamp pixels (tile units) weighted by the
     pixels' fractions inside the aperture.  The noise of each stamp is the robust sigma
@@ -378,10 +381,10 @@ def aperture_photometry(group, profile, diameter: float, block: int = 512) -> di
     yy, xx = np.indices((size, size)) - (size - 1) / 2
     noise_radius = max(3 * radius, size / 2 - 12)
     sky = (np.hypot(xx, yy) >= noise_radius).ravel()
-    cubes, band_ok = group["cubes"], group["band_ok"][:]
     n, bands = cubes.shape[:2]
     flux, err = np.full((n, bands), np.nan), np.full((n, bands), np.nan)
-    block = block // cubes.chunks[0] * cubes.chunks[0] or cubes.chunks[0]
+    chunk = getattr(cubes, "chunks", (block,))[0]  # whole Zarr chunks per read
+    block = block // chunk * chunk or chunk
     for lo in range(0, n, block):
         x = np.asarray(cubes[lo : lo + block], dtype=np.float32).reshape(-1, bands, size * size)
         flux[lo : lo + len(x)] = x @ w
@@ -457,7 +460,7 @@ def step_forest(study: Study) -> None:
             flush=True,
         )
         with timed(study, "forest-photometry"):
-            phot = aperture_photometry(group, profile, s["aperture"])
+            phot = aperture_photometry(group["cubes"], group["band_ok"][:], profile, s["aperture"])
         np.savez(folder / ".photometry.tmp.npz", id=group["id"][:], **phot)
         os.replace(folder / ".photometry.tmp.npz", phot_path)
     features, labels, softening = forest_features(phot, group, profile)

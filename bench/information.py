@@ -60,18 +60,7 @@ def input_photometry(group, profile, diameter: float) -> dict:
     rows = np.arange(group["cubes"].shape[0])
     cubes = CubeSet(group, rows, torch.device("cpu"), channels_last=False)
     served = np.concatenate([x.numpy() for x, *_ in cubes.batches(rows, 512)])
-
-    class Served:  # the arrays aperture_photometry reads, with the served pixels as "cubes"
-        def __getitem__(self, key):
-            return {"cubes": ServedCubes(), "band_ok": group["band_ok"]}[key]
-
-    class ServedCubes:
-        shape, chunks = served.shape, (512,)
-
-        def __getitem__(self, key):
-            return served[key]
-
-    return aperture_photometry(Served(), profile, diameter)
+    return aperture_photometry(served, group["band_ok"][:], profile, diameter)
 
 
 def main() -> None:
@@ -112,7 +101,7 @@ def main() -> None:
     stamps = (
         dict(np.load(root / "forest" / "photometry.npz")) if (root / "forest" / "photometry.npz").exists() else None
     )
-    stamps = stamps or aperture_photometry(group, profile, settings["aperture"])
+    stamps = stamps or aperture_photometry(group["cubes"], group["band_ok"][:], profile, settings["aperture"])
     features = {
         "truth": magnitude_features(truth_mags, ebv, profile),
         "catalogue": magnitude_features(

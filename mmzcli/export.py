@@ -55,6 +55,13 @@ def import_qp():
     return qp
 
 
+def hist_ensemble(pdfs: np.ndarray, edges: np.ndarray, ancil: dict):
+    """A qp ``hist`` ensemble of binned PDFs (probability per bin): densities in float32, stored as given."""
+    qp = import_qp()
+    densities = (np.asarray(pdfs, dtype=np.float64) / np.diff(edges)).astype(np.float32)
+    return qp.Ensemble(qp.hist, data={"bins": edges, "pdfs": densities, "norm": False}, ancil=ancil)
+
+
 def check_qp_output(output: Path, overwrite: bool):
     """qp itself, once ``output`` is known to be a new file of a format it writes here."""
     suffix = output.suffix.lower()
@@ -96,15 +103,8 @@ def export_qp(catalogue: Path, output: Path, *, overwrite: bool = False, block_r
                 if not keep.any():  # a block of sources outside the images: nothing to write
                     continue
                 rows = fits["PHOTOZ"].read(columns=[*pdf_columns, *ancillary], rows=np.arange(start, stop)[keep])
-                yield qp.Ensemble(
-                    qp.hist,
-                    data={
-                        "bins": edges,
-                        "pdfs": (decode_pdfs(rows) / np.diff(edges)).astype(np.float32),
-                        "norm": False,
-                    },
-                    ancil={a: rows[c].astype(rows[c].dtype.newbyteorder("=")) for c, a in ancillary.items()},
-                )
+                native = {a: rows[c].astype(rows[c].dtype.newbyteorder("=")) for c, a in ancillary.items()}
+                yield hist_ensemble(decode_pdfs(rows), edges, native)
 
         if suffix in STREAMED:
             _write_streamed(blocks(), output, n_pdf)

@@ -224,17 +224,18 @@ def _write_json(path: Path, report: dict) -> Path:
 
 def _write_qp(path: Path, edges: np.ndarray, curves: dict, n: int) -> Path | None:
     """The n(z) of the bins as one qp hist ensemble (one distribution per bin), when qp is installed."""
-    try:
-        import qp
-    except ImportError:
-        return None
     from mmzcli.atomic import atomic_path
+    from mmzcli.export import hist_ensemble
 
     keep = [i for i in range(1, n + 1) if np.all(np.isfinite(curves[f"NZ_{i}"]))]
     if not keep:
         return None
-    pdfs = np.stack([curves[f"NZ_{i}"] for i in keep]).astype(np.float32)
-    ensemble = qp.Ensemble(qp.hist, data={"bins": edges, "pdfs": pdfs, "norm": False}, ancil={"bin": np.array(keep)})
+    try:
+        ensemble = hist_ensemble(
+            np.stack([curves[f"NZ_{i}"] * np.diff(edges) for i in keep]), edges, {"bin": np.array(keep)}
+        )
+    except ConfigError:  # qp not installed: the FITS table and the plot are enough
+        return None
     with atomic_path(path) as tmp:
         ensemble.write_to(str(tmp))
     return path

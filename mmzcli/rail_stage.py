@@ -27,7 +27,7 @@ from ceci.config import StageParameter as Param
 from rail.core.data import ModelHandle, TableHandle
 from rail.estimation.estimator import CatEstimator
 
-from mmzcli.export import ANCILLARY
+from mmzcli.export import ANCILLARY, hist_ensemble
 from mmzcli.flags import Flag
 
 
@@ -89,8 +89,4 @@ class MmzEstimator(CatEstimator):
         flags[empty] |= int(Flag.OUTSIDE)
         ancil = {name: cat.columns[column][order] for column, name in ANCILLARY.items() if column in cat.columns}
         ancil |= {"flags": flags, "id": ids}
-        return qp.Ensemble(
-            qp.hist,
-            data={"bins": cat.edges, "pdfs": (pdfs / np.diff(cat.edges)).astype(np.float32), "norm": False},
-            ancil=ancil,
-        )
+        return hist_ensemble(pdfs, cat.edges, ancil)
