@@ -250,12 +250,26 @@ def test_int16_pdfs_change_no_estimate_and_every_reader_gets_the_pdfs(project, r
     again = ("-q", "predict", "--cubes", "--project", project, "-o", compact, "--pdf-dtype", "int16")
     assert run_mmz(*again)[0] == 2 and run_mmz(*again, "--overwrite")[0] == 0  # a gzipped catalogue is mmz's
     for table in (Table.read(compact, hdu="PHOTOZ"), fitsio.read(str(compact), ext="PHOTOZ")):
-        pdf = np.asarray(table["PDF"], np.float64) * np.asarray(table["PDF_SCALE"], np.float64)[:, None]
         assert np.asarray(table["PDF"]).dtype.kind == "i"
-        assert np.abs(pdf / pdf.sum(axis=1, keepdims=True) - a.columns["PDF"]).sum(axis=1).max() < 1e-3
+        pdf = np.asarray(table["PDF"]) * np.asarray(table["PDF_SCALE"])[:, None]  # docs/formats.md's one line
+        np.testing.assert_array_equal(pdf, b.columns["PDF"])  # the same floats in every reader
     code, _, err = run_mmz("-q", "predict", "--cubes", "--project", project, "-o", project / "x.fits",
                            "--pdf-dtype", "int8")  # fmt: skip
     assert code == 2 and "--pdf-dtype int8: expected float32 or int16" in err
+
+
+def test_int16_codes_spend_the_l1_budget_whatever_the_pdf_width():
+    from mmzcli.catalog import PDF_L1, decode_pdfs, encode_pdfs
+
+    centres = np.linspace(0.005, 3.995, 400)
+    pdfs = [np.exp(-0.5 * ((centres - 1.3) / width) ** 2) for width in (0.004, 0.03, 0.3, 3.0)]
+    pdfs = np.array([p / p.sum() for p in pdfs] + [np.zeros(400)], dtype=np.float32)
+    codes, scale = encode_pdfs(pdfs)
+    assert codes.dtype == np.int16 and not codes[-1].any() and scale[-1] == 0  # no PDF stays no PDF
+    error = np.abs(decode_pdfs({"PDF": codes, "PDF_SCALE": scale}) - pdfs).sum(axis=1)
+    assert (error[:4] <= PDF_L1 * 1.001).all() and (error[:4] > 0.25 * PDF_L1).all()  # not finer than needed
+    assert np.abs(codes[:4]).max(axis=1).max() < 32767 and (codes[:4] >= 0).all()
+    assert abs(float(pdfs[3].max()) - float(codes[3].max() * scale[3])) < scale[3]  # a broad PDF: few steps
 
 
 def test_detect_finds_isolated_sources_above_10_sigma(project):
