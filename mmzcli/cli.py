@@ -291,6 +291,14 @@ def train(
     scale_lr: Annotated[
         bool, typer.Option("--scale-lr", help="Scale --lr by batch size / 32, for larger batches (a speed option).")
     ] = False,
+    train_fraction: Annotated[
+        float,
+        typer.Option(
+            "--train-fraction",
+            help="Train on this share (to a percent) of the training objects, chosen by id: learning curves in "
+            "training-set size. The inner validation set and the held-out fold stay whole.",
+        ),
+    ] = 1.0,
     width: Annotated[float, typer.Option("--width", help="Channel-width multiplier (e.g. 0.25 on a CPU).")] = 1.0,
     norm: Annotated[
         str, typer.Option("--norm", help="none (the paper) or batch: batch-norm in every conv, for fast small runs.")
@@ -343,6 +351,8 @@ def train(
         raise ConfigError(f"--schedule {schedule}: expected cosine or constant")
     if not 0 <= warmup < 1:
         raise ConfigError(f"--warmup {warmup:g}: expected a share of the steps in [0, 1), e.g. 0.05")
+    if not 0.01 <= round(train_fraction, 2) <= 1:
+        raise ConfigError(f"--train-fraction {train_fraction:g}: expected a share in [0.01, 1], e.g. 0.5")
     layouts = {"auto": None, "nchw": False, "channels-last": True}
     if memory_format not in layouts:
         raise ConfigError(f"--memory-format {memory_format}: expected auto, nchw or channels-last")
@@ -373,6 +383,7 @@ def train(
             warmup=warmup,
             patience=patience,
             scale_lr=scale_lr,
+            train_fraction=round(train_fraction, 2),
             seeds=seeds,
             device=device,
             amp=amp,

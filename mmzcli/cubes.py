@@ -50,6 +50,13 @@ def inner_validation(ids: np.ndarray) -> np.ndarray:
     return _bucket(ids, INNER_VALIDATION, stream=1) == 0
 
 
+def training_subset(ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Whether each id is among the ``fraction`` (to a percent) of objects trained on, for learning curves in
+    training-set size: a third hash stream, so the subsets are nested (the 25% lie in the 50%) and
+    independent of fold and inner validation."""
+    return _bucket(ids, 100, stream=2) < round(100 * fraction)
+
+
 def normalisation(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation of compressed pixels from (count, sum, sum of squares) [3, B].
 

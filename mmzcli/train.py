@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mmzcli.cubes import inner_validation, normalisation
+from mmzcli.cubes import inner_validation, normalisation, training_subset
 from mmzcli.cubeset import CubeSet, labelled_rows
 from mmzcli.device import autocast, fast_bf16, init_distributed, mps_running, resolve_device
 from mmzcli.errors import ConfigError, InputError
@@ -56,6 +56,7 @@ class TrainConfig:
     min_lr: float = 0.01  # the cosine ends at this fraction of the peak learning rate
     patience: int = 5  # stop when the inner validation loss has not improved for this many epochs (0: never)
     scale_lr: bool = False  # multiply lr by batch_size / 32 (the paper's batch), for larger batches
+    train_fraction: float = 1.0  # share of the training objects trained on (learning curves; training_subset)
     memory_fraction: float = 0.5  # hold the training set on the device when it needs less than this share of its
     # free memory (shared by the --jobs processes), else stream it from Zarr
     stream_chunks: int = 16  # chunks read together (and shuffled together) when streaming from Zarr
@@ -138,7 +139,7 @@ def _save(checkpoint: dict, path: Path) -> None:
 
 # the TrainConfig fields that change the weights, compared when a run resumes (folds may be trained apart)
 WEIGHT_SETTINGS = ("epochs", "batch_size", "lr", "seeds", "amp", "channels_last", "schedule", "warmup", "min_lr",
-                   "patience", "scale_lr", "cube_dtype")  # fmt: skip
+                   "patience", "scale_lr", "cube_dtype", "train_fraction")  # fmt: skip
 REFERENCE_BATCH = 32  # the paper's batch size: --scale-lr scales the learning rate from it
 
 
@@ -563,6 +564,10 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def default_name(self) -> str:
+        subset = f"-f{self.train.train_fraction:g}" if self.train.train_fraction < 1 else ""
+        return self._configuration_name() + subset
+
+    def _configuration_name(self) -> str:
         if self.baseline:
             return f"baseline-w{self.width:g}" + ("-bn" if self.norm == "batch" else "")
         if self.modalities:
@@ -608,6 +613,8 @@ def model_config(spec: RunSpec, profile):
 
 INFORMATIONAL = ("mmz_version", "store_path")  # recorded in config.yaml, never compared
 _MISSING = object()  # a key one of two config.yaml mappings lacks
+# settings added since runs were first made, with the value they implicitly had before, so older runs continue
+SETTINGS_BEFORE = {"train.cube_dtype": "float32", "train.train_fraction": 1.0}
 
 
 def settings_difference(previous: dict, current: dict, prefix: str = "") -> tuple[str, str, str] | None:
@@ -626,7 +633,7 @@ def settings_difference(previous: dict, current: dict, prefix: str = "") -> tupl
         return text if len(text) <= 60 else text[:57] + "..."
 
     for key in [*current, *(k for k in previous if k not in current)]:
-        old, new = previous.get(key, _MISSING), current.get(key, _MISSING)
+        old, new = previous.get(key, SETTINGS_BEFORE.get(prefix + key, _MISSING)), current.get(key, _MISSING)
         if not prefix and (key in INFORMATIONAL or (key == "store" and isinstance(old, str))):
             continue
         if isinstance(old, dict) and isinstance(new, dict):
@@ -672,10 +679,11 @@ def train_run(
         raise InputError(f"{store_path}: no labelled object (usable Z_SPEC and image data); nothing to train on")
     folds = group["fold"][:]
     inner = inner_validation(group["id"][:])
+    kept = training_subset(group["id"][:], spec.train.train_fraction)
     for k in spec.train.folds:
         if not 0 <= k < group.attrs["n_folds"]:
             raise ConfigError(f"--fold {k}: the store has folds 0..{group.attrs['n_folds'] - 1}")
-        train_rows, val_rows = training_split(rows, folds, inner, k)
+        train_rows, val_rows = training_split(rows, folds, inner, k, kept)
         if not len(train_rows) or not len(val_rows) or not np.any(folds[rows] == k):
             raise InputError(
                 f"{store_path}: fold {k} leaves no training, inner validation or held-out object "
@@ -731,7 +739,13 @@ def train_run(
                     f"statistics: rebuild it (mmz build-cubes --overwrite) so that fold {fold} never counts"
                 )
                 norm = (group["norm/mean"][:], group["norm/std"][:])
-            split = training_split(rows, folds, inner, fold)
+            split = training_split(rows, folds, inner, fold, kept)
+            if train.train_fraction < 1:
+                report.log(
+                    f"fold {fold}: training on {len(split[0])} objects ({train.train_fraction:.0%} of its training "
+                    f"objects, --train-fraction); inner validation {len(split[1])}, "
+                    f"held out {np.sum(folds[rows] == fold)}"
+                )
             jobs += [ModelJob(fold, seed, *split, norm, config, train, grid, run) for seed in range(spec.train.seeds)]
         source = None  # the cubes of every labelled row, when this process trains (not --jobs)
         if train.jobs > 1:
@@ -769,13 +783,17 @@ def train_run(
     return summary
 
 
-def training_split(rows: np.ndarray, folds: np.ndarray, inner: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, inner validation) rows of ``fold``: the other folds, split by ``inner`` (an id hash).
+def training_split(
+    rows: np.ndarray, folds: np.ndarray, inner: np.ndarray, fold: int, kept: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, inner validation) rows of ``fold``: the other folds, split by ``inner`` (an id hash); of the
+    training rows only the ``kept`` ones (``--train-fraction``), the inner validation set stays whole.
 
     The held-out fold takes no part: it is predicted once, out of fold, at the end.
     """
     training = rows[folds[rows] != fold]
-    return training[~inner[training]], training[inner[training]]
+    train = training[~inner[training]]
+    return (train if kept is None else train[kept[train]]), training[inner[training]]
 
 
 def fold_normalisation(group, fold: int) -> tuple[np.ndarray, np.ndarray] | None:

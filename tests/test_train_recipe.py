@@ -10,7 +10,7 @@ import zarr
 from helpers import mmz_ok, tiny_cubes
 
 from mmzcli import store, train
-from mmzcli.cubes import inner_validation
+from mmzcli.cubes import fold_of, inner_validation, training_subset
 from mmzcli.cutout import compress
 from mmzcli.runs import RunDir, load_checkpoint
 from mmzcli.train import TrainConfig, learning_rate
@@ -76,8 +76,6 @@ def test_the_normalisation_of_a_fold_comes_from_the_other_folds(project):
 
 
 def test_the_inner_validation_set_is_one_in_eight_and_independent_of_the_fold():
-    from mmzcli.cubes import fold_of
-
     ids = np.arange(1, 200_001, dtype=np.int64)
     inner = inner_validation(ids)
     assert inner.mean() == pytest.approx(1 / 8, abs=0.003)
@@ -118,7 +116,49 @@ def test_training_stops_when_the_inner_validation_loss_stops_improving(project, 
     assert "stopped after epoch 3" in (where / "runs" / "run" / "train.log").read_text()
 
 
-@pytest.mark.parametrize(("option", "value"), [("--schedule", "step"), ("--warmup", "1.5"), ("--patience", "-1")])
+def test_training_subsets_are_nested_and_leave_validation_and_held_out_objects_whole():
+    ids = np.arange(1, 100_001, dtype=np.int64)
+    rows, folds, inner = np.arange(len(ids)), fold_of(ids), inner_validation(ids)
+    whole_train, whole_val = train.training_split(rows, folds, inner, 2)
+    splits = {f: train.training_split(rows, folds, inner, 2, training_subset(ids, f)) for f in (0.25, 0.5, 1.0)}
+    np.testing.assert_array_equal(splits[1.0][0], whole_train)
+    for f, (train_rows, val_rows) in splits.items():
+        np.testing.assert_array_equal(val_rows, whole_val)  # epochs are chosen on the same objects
+        assert len(train_rows) == pytest.approx(f * len(whole_train), rel=0.03)
+        assert not np.any(folds[train_rows] == 2) and not np.any(inner[train_rows])
+    assert np.isin(splits[0.25][0], splits[0.5][0]).all()  # nested: a learning curve adds objects
+
+
+def test_a_train_fraction_run_trains_on_its_share_and_old_runs_still_continue(project, tmp_path):
+    where = tmp_path / "p"
+    shutil.copytree(project, where, ignore=shutil.ignore_patterns("runs"))
+    mmz_ok("-q", "train", "--project", where, "--epochs", "1", "--train-fraction", "0.5", *TINY[:-2])
+    run = RunDir(where / "runs" / "early-concat-s2o1-bn-w0.125-f0.5")
+    group = zarr.open_group(str(where / store.CUBES_NAME), mode="r")
+    rows, ids = train.labelled_rows(group), group["id"][:]
+    expected, _ = train.training_split(rows, group["fold"][:], inner_validation(ids), 0, training_subset(ids, 0.5))
+    whole, _ = train.training_split(rows, group["fold"][:], inner_validation(ids), 0)
+    assert 0.3 * len(whole) < len(expected) < 0.7 * len(whole)
+    log = (run.path / "train.log").read_text()
+    assert f"fold 0: training on {len(expected)} objects (50% of its training objects, --train-fraction)" in log
+    settings = run.settings()
+    assert settings["train"]["train_fraction"] == 0.5
+    del settings["train"]["train_fraction"], settings["train"]["cube_dtype"]  # as a run of an older mmz wrote it
+    assert train.settings_difference(settings, {**settings, "train": {**settings["train"], "train_fraction": 1.0,
+                                                                      "cube_dtype": "float32"}}) is None  # fmt: skip
+    assert train.settings_difference(settings, {**settings, "train": {**settings["train"], "train_fraction": 0.5}})
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--schedule", "step"),
+        ("--warmup", "1.5"),
+        ("--patience", "-1"),
+        ("--train-fraction", "0"),
+        ("--train-fraction", "1.5"),
+    ],  # fmt: skip
+)
 def test_bad_recipe_options_are_one_line(project, run_mmz, option, value):
     code, _, err = run_mmz("train", "--project", project, "--epochs", "3", *TINY, option, value)
     assert code == 2 and "Traceback" not in err and option in err
