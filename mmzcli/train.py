@@ -373,6 +373,8 @@ def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict
         "best_epoch": best["epoch"],
         "epochs_trained": len(history),
         "validation": "inner",  # the val_ figures: the inner validation set, never the held-out fold
+        "train_objects": len(train_rows),
+        "validation_objects": len(val_rows),
         "val_loss": best["loss"],
         **{k: v for k, v in history[best["epoch"]].items() if k.startswith("val_")},
         "history": history,

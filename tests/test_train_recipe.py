@@ -141,6 +141,7 @@ def test_a_train_fraction_run_trains_on_its_share_and_old_runs_still_continue(pr
     assert 0.3 * len(whole) < len(expected) < 0.7 * len(whole)
     log = (run.path / "train.log").read_text()
     assert f"fold 0: training on {len(expected)} objects (50% of its training objects, --train-fraction)" in log
+    assert load_checkpoint(run.model_path(0, 0))["metrics"]["train_objects"] == len(expected)
     settings = run.settings()
     assert settings["train"]["train_fraction"] == 0.5
     del settings["train"]["train_fraction"], settings["train"]["cube_dtype"]  # as a run of an older mmz wrote it
