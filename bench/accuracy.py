@@ -20,6 +20,8 @@ where it stopped: simulation, cubes, every training epoch, the forest folds, the
     .venv/bin/python bench/accuracy.py --profile hsc9 -n 30000 --width 0.25 --epochs 10 --folds 5
     # pipeline check: minutes
     .venv/bin/python bench/accuracy.py --profile hsc9 -n 1500 --width 0.125 --epochs 2 --folds 1
+    # the fusion-stage and modality-size runs against the baseline (variants.json; --parallel N on a GPU)
+    .venv/bin/python bench/accuracy.py --profile hsc9 -n 6000 --step variants [--parallel 9]
 
 The study lives in ``--dir`` (default ``~/mmz-accuracy/<profile>-<n>``), outside the work tree
 so that it outlives a session.  Its settings are fixed by the first call (``study.json``); a
@@ -51,6 +53,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -58,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+TIMINGS_LOCK = threading.Lock()
 sys.path.insert(0, str(ROOT))
 
 MODELS = ("baseline", "multimodal", "forest")  # catalogue oof-<model>.fits of each
@@ -66,6 +70,17 @@ CNN_FLAGS = {
     "multimodal": ["--fusion", "early", "--fusion-type", "concat", "--modality-size", "2", "--orders", "1"],
 }
 PAIRS = (("baseline", "multimodal"), ("forest", "baseline"), ("forest", "multimodal"))  # bootstrap BASE OTHER
+# The orderings of the paper's Fig. 2-5 (issue 13): fusion stage at modality size 2, and modality size at early
+# fusion (first order, concatenation); "multimodal" is the early, size-2 point of both. --step variants.
+VARIANT_FLAGS = {
+    **{f"fusion-{stage}": ["--fusion", stage, "--fusion-type", "concat", "--modality-size", "2", "--orders", "1"]
+       for stage in ("extremely-early", "very-early", "middle", "late")},
+    **{f"size-{k}": ["--fusion", "early", "--fusion-type", "concat", "--modality-size", str(k), "--orders", "1"]
+       for k in (1, 3, 4)},
+}  # fmt: skip
+CNN_FLAGS |= VARIANT_FLAGS
+FUSION_ORDER = ("fusion-extremely-early", "fusion-very-early", "multimodal", "fusion-middle", "fusion-late")
+SIZE_ORDER = ("size-1", "multimodal", "size-3", "size-4")
 DEFAULTS = {
     "n": 30000,
     "width": 0.25,
@@ -182,6 +197,10 @@ class Study:
         return project_profile(self.root, None)
 
     def log_time(self, step: str, seconds: float, command: str | None = None, rc: int = 0) -> None:
+        with TIMINGS_LOCK:  # --parallel runs finish in threads
+            self._log_time(step, seconds, command, rc)
+
+    def _log_time(self, step: str, seconds: float, command: str | None, rc: int) -> None:
         path = self.root / "timings.json"
         entries = read_json(path, [])
         entries.append(
@@ -349,6 +368,55 @@ def step_cnn(study: Study, model: str) -> None:
             str(catalogue),
             "--overwrite",
         )
+
+
+def step_variants(study: Study, parallel: int, only: list[str] | None = None) -> dict:
+    """The fusion-stage and modality-size runs, ``parallel`` at a time (a GPU: several models fill it), each
+    against the baseline by the paired bootstrap on the same objects; writes variants.json."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    unknown = set(only or ()) - set(VARIANT_FLAGS)
+    if unknown:
+        sys.exit(f"--variants {','.join(sorted(unknown))}: expected some of {','.join(VARIANT_FLAGS)}")
+    names = ["baseline", "multimodal", *(only or VARIANT_FLAGS)]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(lambda name: step_cnn(study, name), names))  # each resumable; a failure exits
+    s, root = study.settings, study.root
+    rows = {}
+    for name in names[1:]:
+        out = root / "bootstrap" / f"baseline-vs-{name}"
+        boot = json.loads(
+            mmz(
+                study,
+                f"bootstrap-baseline-vs-{name}",
+                "-q",
+                "bootstrap",
+                str(root / "oof-baseline.fits"),
+                str(root / f"oof-{name}.fits"),
+                "-K",
+                str(s["resamples"]),
+                "--seed",
+                str(s["seed"]),
+                "-o",
+                str(out),
+                "--json",
+                capture=True,
+            )  # fmt: skip
+        )
+        rows[name] = {m: boot[m] for m in ("sigma_mad", "eta", "crps")}
+        rows[name]["training"] = run_speed(root / "runs" / name)
+    result = {"simulated": True, "study_dir": str(root), "settings": dict(s), "written": now(),
+              "fusion_order": FUSION_ORDER, "size_order": SIZE_ORDER, "against_baseline": rows}  # fmt: skip
+    write_json(root / "variants.json", result)
+    print("\n| model | σ_MAD | baseline's | gain | p (better than the baseline) | η | CRPS |")
+    print("|---|---|---|---|---|---|---|")
+    for name in dict.fromkeys(n for n in FUSION_ORDER + SIZE_ORDER if n in rows):
+        r = rows[name]
+        sm = r["sigma_mad"]
+        print(f"| {name} | {sm['other']:.4f} | {sm['base']:.4f} | {sm['gain']:+.1%} | {sm['p_value']:.4f} "
+              f"| {r['eta']['other']:.3f} | {r['crps']['other']:.4f} |")  # fmt: skip
+    print(f"\nwrote {root / 'variants.json'}")
+    return result
 
 
 # ----------------------------------------------------------------------------- step 2b: the colour forest
@@ -788,10 +856,13 @@ def parse_args(argv=None):
     p.add_argument("--jobs", "-j", type=int, default=2, help="processes for simulate/build-cubes, forest threads [2]")
     p.add_argument(
         "--step",
-        choices=("all", "data", "train", "forest", "analyse"),
+        choices=("all", "data", "train", "forest", "analyse", "variants"),
         default="all",
-        help="train = both CNNs and the forest; forest = the forest alone",
+        help="train = both CNNs and the forest; forest = the forest alone; variants = the fusion-stage and "
+        "modality-size runs against the baseline (variants.json)",
     )
+    p.add_argument("--parallel", type=int, default=1, help="runs trained at once by --step variants (a GPU) [1]")
+    p.add_argument("--variants", help=f"comma-separated subset of the variant runs [all: {','.join(VARIANT_FLAGS)}]")
     return p.parse_args(argv)
 
 
@@ -812,6 +883,9 @@ def main(argv=None) -> None:
                 step_cnn(study, model)
         if args.step in ("all", "analyse"):
             step_analyse(study)
+        if args.step == "variants":
+            step_data(study)
+            step_variants(study, args.parallel, args.variants.split(",") if args.variants else None)
     print(f"\nbench/accuracy.py --step {args.step}: {time.perf_counter() - start:.0f} s this session")
 
 

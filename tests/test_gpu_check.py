@@ -39,3 +39,26 @@ def test_the_gpu_check_runs_on_a_cpu_and_reports_every_figure(tmp_path):
     log = (out / "gpu_check.log").read_text()
     assert "aggregate while all ran together" in log and "done in" in log
     assert bench["precision"] == ("bf16" if fast_bf16("cpu") else "fp32")  # emulated bf16 would take minutes
+
+
+def test_the_gpu_study_runs_on_a_cpu_and_brings_back_the_variants_table(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "OUT": str(tmp_path / "out"),
+        "GPU_STUDY_DIR": str(tmp_path / "study"),
+        "GPU_STUDY_N": "300",  # the bootstrap needs 50 held-out objects
+        "GPU_STUDY_WIDTH": "0.125",
+        "GPU_STUDY_EPOCHS": "1",
+        "GPU_STUDY_DEVICE": "cpu",
+        "GPU_STUDY_VARIANTS": "size-1",
+    }
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_study.sh")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "out"
+    variants = json.loads((out / "variants.json").read_text())
+    assert set(variants["against_baseline"]) == {"multimodal", "size-1"}
+    assert all(0 <= r["sigma_mad"]["p_value"] <= 1 for r in variants["against_baseline"].values())
+    assert json.loads((out / "accuracy.json").read_text())["simulated"] is True
+    for run in ("baseline", "multimodal", "size-1"):  # every run's learning curve comes back
+        assert "epoch 1:" in (out / f"run-{run}-train.log").read_text()
