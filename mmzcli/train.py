@@ -255,11 +255,14 @@ def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict
             report.note(f"fold {fold} seed {seed}: {final.name} holds no usable model; training it again")
     state_path = run.state_path(fold, seed)
 
-    torch.manual_seed(_seed(seed, fold))
-    model = PhotoZNet(job.model_config)
-    model.norm_mean.copy_(torch.as_tensor(norm[0]))
-    model.norm_std.copy_(torch.as_tensor(norm[1]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=peak_lr(config))
+    def fresh_model():
+        torch.manual_seed(_seed(seed, fold))
+        model = PhotoZNet(job.model_config)
+        model.norm_mean.copy_(torch.as_tensor(norm[0]))
+        model.norm_std.copy_(torch.as_tensor(norm[1]))
+        return model, torch.optim.Adam(model.parameters(), lr=peak_lr(config))
+
+    model, optimizer = fresh_model()
     best: dict[str, Any]  # "loss" (float) and "epoch" (int) of the best epoch so far
     start, best, history = 0, {"loss": math.inf, "epoch": -1}, []
     best_state = None
@@ -273,10 +276,17 @@ def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict
                 f"training this model from its first epoch"
             )
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, best, history, best_state = state["epoch"] + 1, state["best"], state["history"], state["best_model"]
-        report.note(f"fold {fold} seed {seed}: resuming after epoch {start} ({state_path.name})")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, best, history, best_state = state["epoch"] + 1, state["best"], state["history"], state["best_model"]
+            report.note(f"fold {fold} seed {seed}: resuming after epoch {start} ({state_path.name})")
+        except (RuntimeError, KeyError, ValueError) as exc:  # another network's state, copied in by hand
+            model, optimizer = fresh_model()  # load_state_dict may have copied part of it
+            report.note(
+                f"fold {fold} seed {seed}: {state_path.name} is the state of another network "
+                f"({str(exc).splitlines()[0][:80]}); training this model from its first epoch"
+            )
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # documented; torch's overloads omit it
     for value in optimizer.state.values():  # the optimiser state follows the model to its device

@@ -139,6 +139,25 @@ def test_a_damaged_training_state_is_trained_again(project, run_mmz):
     assert torch.load(run / "fold0_seed0.pt", weights_only=True)["model"]
 
 
+def test_the_training_state_of_another_network_is_trained_again(project, run_mmz):
+    from mmzcli.model import PhotoZNet
+    from mmzcli.profiles import load_profile
+    from mmzcli.runs import STATE_FORMAT, checkpoint_of
+    from mmzcli.train import RunSpec, model_config
+
+    run = project / "runs" / "s"
+    run.mkdir(parents=True)
+    wider = PhotoZNet(model_config(RunSpec(width=0.25, norm="batch"), load_profile("tiny")))  # copied in by hand
+    state = {"model": wider.state_dict(), "optimizer": {}, "epoch": 3, "best": {"loss": 1.0, "epoch": 3},
+             "best_model": wider.state_dict(), "history": []}  # fmt: skip
+    torch.save(checkpoint_of(STATE_FORMAT, state), run / "fold0_seed0.state.pt")
+    code, _, err = run_mmz("-q", "train", "--project", project, "--name", "s", *ONE_EPOCH)
+    assert code == 0, err
+    assert "is the state of another network" in (run / "train.log").read_text()
+    trained = torch.load(run / "fold0_seed0.pt", weights_only=True)["metrics"]
+    assert [h["epoch"] for h in trained["history"]] == [0]  # from its first epoch
+
+
 # ----------------------------------------------------------------------------- 2. checkpoints that are not models
 
 
