@@ -71,12 +71,14 @@ CNN_FLAGS = {
 }
 PAIRS = (("baseline", "multimodal"), ("forest", "baseline"), ("forest", "multimodal"))  # bootstrap BASE OTHER
 # The orderings of the paper's Fig. 2-5 (issue 13): fusion stage at modality size 2, and modality size at early
-# fusion (first order, concatenation); "multimodal" is the early, size-2 point of both. --step variants.
+# fusion (first order, concatenation); "multimodal" is the early, size-2 point of both; "dropout" is it trained
+# with modality dropout, for mmz dropout-scan. --step variants.
 VARIANT_FLAGS = {
     **{f"fusion-{stage}": ["--fusion", stage, "--fusion-type", "concat", "--modality-size", "2", "--orders", "1"]
        for stage in ("extremely-early", "very-early", "middle", "late")},
     **{f"size-{k}": ["--fusion", "early", "--fusion-type", "concat", "--modality-size", str(k), "--orders", "1"]
        for k in (1, 3, 4)},
+    "dropout": [*CNN_FLAGS["multimodal"], "--modality-dropout"],  # for mmz dropout-scan (paper 7.4)
 }  # fmt: skip
 CNN_FLAGS |= VARIANT_FLAGS
 FUSION_ORDER = ("fusion-extremely-early", "fusion-very-early", "multimodal", "fusion-middle", "fusion-late")
@@ -405,12 +407,15 @@ def step_variants(study: Study, parallel: int, only: list[str] | None = None) ->
         )
         rows[name] = {m: boot[m] for m in ("sigma_mad", "eta", "crps")}
         rows[name]["training"] = run_speed(root / "runs" / name)
+    if "dropout" in rows:  # which band pair matters at which redshift (paper Fig. 10)
+        mmz(study, "dropout-scan", "-q", "dropout-scan", "--project", str(root), "--run", "dropout",
+            "--baseline", "baseline", "--baseline", "multimodal", "-o", str(root / "dropout-scan"))  # fmt: skip
     result = {"simulated": True, "study_dir": str(root), "settings": dict(s), "written": now(),
               "fusion_order": FUSION_ORDER, "size_order": SIZE_ORDER, "against_baseline": rows}  # fmt: skip
     write_json(root / "variants.json", result)
     print("\n| model | σ_MAD | baseline's | gain | p (better than the baseline) | η | CRPS |")
     print("|---|---|---|---|---|---|---|")
-    for name in dict.fromkeys(n for n in FUSION_ORDER + SIZE_ORDER if n in rows):
+    for name in dict.fromkeys(n for n in (*FUSION_ORDER, *SIZE_ORDER, "dropout") if n in rows):
         r = rows[name]
         sm = r["sigma_mad"]
         print(f"| {name} | {sm['other']:.4f} | {sm['base']:.4f} | {sm['gain']:+.1%} | {sm['p_value']:.4f} "

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The accuracy study on a lent GPU (issue 13), in one command: simulate the hsc9 survey of the CPU
 # studies (6,000 galaxies, seed 1: the same galaxies as ~/mmz-accuracy/hsc9-6000), build its cubes,
-# train the colour forest, then the baseline, the 2-band early network and the fusion-stage and
-# modality-size variants at fold 0, all at once under CUDA MPS, and compare each with the baseline by
-# the paired bootstrap (bench/accuracy.py --step variants, then --step analyse). Every result file and
+# train the colour forest, then the baseline, the 2-band early network, the fusion-stage and
+# modality-size variants and the network with modality dropout at fold 0, all at once under CUDA MPS,
+# compare each with the baseline by the paired bootstrap and scan the modalities (mmz dropout-scan) (bench/accuracy.py --step variants, then --step analyse). Every result file and
 # every run's learning curve lands in $OUT, also when the lease ends first. Budget: GPU_STUDY_BUDGET s.
 #
 # On the lent GPU machine (bundle built here with `bash ../shared/tools/offline-site.sh`):
 #   mkdir -p /tmp/site && tar xJf .gpu-site/site.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site:$PWD
 #   OUT=$OUT GPU_STUDY_BUDGET=560 bash bench/gpu_study.sh
 # Its logic on a CPU (tests/test_gpu_check.py):
-#   GPU_STUDY_N=200 GPU_STUDY_EPOCHS=1 GPU_STUDY_DEVICE=cpu GPU_STUDY_VARIANTS=size-1 bash bench/gpu_study.sh
+#   GPU_STUDY_N=200 GPU_STUDY_EPOCHS=1 GPU_STUDY_DEVICE=cpu GPU_STUDY_VARIANTS=dropout bash bench/gpu_study.sh
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -20,7 +20,7 @@ N=${GPU_STUDY_N:-6000}
 WIDTH=${GPU_STUDY_WIDTH:-0.25}
 EPOCHS=${GPU_STUDY_EPOCHS:-30}
 DEVICE=${GPU_STUDY_DEVICE:-cuda}
-VARIANTS=${GPU_STUDY_VARIANTS:-}    # a subset of bench/accuracy.py's VARIANT_FLAGS; empty: all seven
+VARIANTS=${GPU_STUDY_VARIANTS:-}    # a subset of bench/accuracy.py's VARIANT_FLAGS; empty: all eight
 BUDGET=${GPU_STUDY_BUDGET:-560}
 STUDY=${GPU_STUDY_DIR:-$(mktemp -d)/hsc9-$N}
 CORES=$(nproc)
@@ -39,7 +39,8 @@ study() {  # study NAME SECONDS ARGS...: one step of bench/accuracy.py, capped i
         { echo "!! $name failed or ran past $limit s (exit $?)"; failed+=("$name"); }
 }
 collect() {  # whatever exists, into $OUT: on a timeout too
-    for f in study.json accuracy.json variants.json timings.json commands.txt; do
+    for f in study.json accuracy.json variants.json timings.json commands.txt dropout-scan/dropout.json \
+        dropout-scan/dropout_vs_z.png; do
         [ -f "$STUDY/$f" ] && cp "$STUDY/$f" "$OUT/"
     done
     for run in "$STUDY"/runs/*/; do
@@ -72,7 +73,7 @@ if [ "$DEVICE" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null; then
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
     nvidia-cuda-mps-control -d && mps=" under CUDA MPS"
 fi
-n_runs=$((2 + $(echo "${VARIANTS:-a,b,c,d,e,f,g}" | tr ',' '\n' | wc -l)))
+n_runs=$((2 + $(echo "${VARIANTS:-a,b,c,d,e,f,g,h}" | tr ',' '\n' | wc -l)))
 step "variants: $n_runs runs at once$mps, width $WIDTH, $EPOCHS epochs ($(left) s left)"
 OMP_NUM_THREADS=$((CORES / n_runs > 0 ? CORES / n_runs : 1)) \
     study variants "$(($(left) - 60))" -j "$CORES" --step variants --parallel "$n_runs" ${VARIANTS:+--variants "$VARIANTS"}

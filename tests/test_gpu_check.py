@@ -51,14 +51,15 @@ def test_the_gpu_study_runs_on_a_cpu_and_brings_back_the_variants_table(tmp_path
         "GPU_STUDY_WIDTH": "0.125",
         "GPU_STUDY_EPOCHS": "1",
         "GPU_STUDY_DEVICE": "cpu",
-        "GPU_STUDY_VARIANTS": "size-1",
+        "GPU_STUDY_VARIANTS": "dropout",
     }
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_study.sh")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "out"
     variants = json.loads((out / "variants.json").read_text())
-    assert set(variants["against_baseline"]) == {"multimodal", "size-1"}
+    assert set(variants["against_baseline"]) == {"multimodal", "dropout"}
     assert all(0 <= r["sigma_mad"]["p_value"] <= 1 for r in variants["against_baseline"].values())
     assert json.loads((out / "accuracy.json").read_text())["simulated"] is True
-    for run in ("baseline", "multimodal", "size-1"):  # every run's learning curve comes back
+    assert (out / "dropout_vs_z.png").stat().st_size > 0 and json.loads((out / "dropout.json").read_text())["ranking"]
+    for run in ("baseline", "multimodal", "dropout"):  # every run's learning curve comes back
         assert "epoch 1:" in (out / f"run-{run}-train.log").read_text()
