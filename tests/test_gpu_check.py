@@ -60,6 +60,8 @@ def test_the_gpu_study_runs_on_a_cpu_and_brings_back_the_variants_table(tmp_path
     assert set(variants["against_baseline"]) == {"multimodal", "dropout"}
     assert all(0 <= r["sigma_mad"]["p_value"] <= 1 for r in variants["against_baseline"].values())
     assert json.loads((out / "accuracy.json").read_text())["simulated"] is True
-    assert (out / "dropout_vs_z.png").stat().st_size > 0 and json.loads((out / "dropout.json").read_text())["ranking"]
+    curves = json.loads((out / "dropout.json").read_text())["curves"]  # nothing, each modality dropped; references
+    assert {"none", "multi", "reference"} <= {c["kind"] for c in curves}
+    assert (out / "dropout_vs_z.png").stat().st_size > 0
     for run in ("baseline", "multimodal", "dropout"):  # every run's learning curve comes back
         assert "epoch 1:" in (out / f"run-{run}-train.log").read_text()
