@@ -107,11 +107,7 @@ def calibrate_run(project: Path, run: str | None, console=None) -> dict:
     from mmzcli.runs import resolve_run
 
     run_dir = resolve_run(Path(project), run)
-    if not run_dir.oof_path.exists():
-        raise InputError(
-            f"{run_dir.path}: no out-of-fold predictions (oof.npz) yet; they are written when mmz train finishes"
-        )
-    oof = dict(np.load(run_dir.oof_path))
+    oof = run_dir.read_oof()
     profile = run_dir.profile(Path(project))
     edges = profile.redshift_grid.edges()
     ids, pdfs, z_spec = oof["id"], oof["pdf"], oof["z_spec"].astype(np.float64)

@@ -209,7 +209,7 @@ PHOTOZ_COLUMNS = (
     ("PDF", "", "probability of each redshift bin of HDU ZGRID (sums to 1)"),
 )
 OPTIONAL_COLUMNS = {
-    "PDF_SCALE": ("", "PDF = PDF * PDF_SCALE, renormalised to 1 (int16 PDFs)"),
+    "PDF_SCALE": ("", "PDF = PDF * PDF_SCALE (int16 PDFs; sums to 1 within 8e-4)"),
     "Z_SPEC": ("", "spectroscopic redshift"),
     "FOLD": ("", "cross-validation fold; predicted by the models that did not train on it"),
     "X": ("pix", "detection x in the tile's reference-band image (FITS, 1-based)"),
@@ -321,7 +321,7 @@ class PhotozWriter:
             if name in descriptions:
                 hdu.write_key(f"TCOMM{i}", descriptions[name][1])
         if pdf_dtype == "int16":
-            hdu.write_key("PDFENC", "int16", "PDF = PDF * PDF_SCALE, renormalised to 1")
+            hdu.write_key("PDFENC", "int16", "PDF = PDF * PDF_SCALE (float32)")
         hdu.write_key("ODDSK", ODDS_K, "ODDS window half-width in (1+z)")
         hdu.write_key("CONFK", CONF_K, "Z_CONF window half-width in (1+z)")
         hdu.write_key("RISKGAM", RISK_GAMMA, "gamma of the Z_BEST loss")

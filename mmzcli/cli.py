@@ -31,6 +31,9 @@ _state: dict[str, Any] = {"debug": False, "quiet": False, "argv": []}
 
 ProjectOpt = Annotated[Path, typer.Option("--project", "-p", help="Project directory.", show_default=False)]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes.", min=1)]
+RunOpt = Annotated[
+    Optional[str], typer.Option("--run", help="Run name or directory [default: the project's latest trained run].")
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 AmpOpt = Annotated[
     Optional[bool],
@@ -416,9 +419,7 @@ def predict(
     output: Annotated[Path, typer.Option("--output", "-o", help="Catalogue to write (FITS).")] = Path(
         "photoz_cat.fits"
     ),
-    run: Annotated[
-        Optional[str], typer.Option("--run", help="Run name or directory [default: the project's latest trained run].")
-    ] = None,
+    run: RunOpt = None,
     project: ProjectOpt = Path("."),
     catalog: Annotated[
         Optional[Path],
@@ -699,9 +700,7 @@ def bootstrap(
 
 @app.command()
 def calibrate(
-    run: Annotated[
-        Optional[str], typer.Option("--run", help="Run name or directory [default: the project's latest trained run].")
-    ] = None,
+    run: RunOpt = None,
     project: ProjectOpt = Path("."),
 ):
     """Calibrate a run's PDFs by the PIT of its own out-of-fold predictions.

@@ -72,20 +72,15 @@ def predict_cubes(
     project, output = Path(project), Path(output)
     run_dir = resolve_run(project, run)
     _refuse_existing(output, overwrite, {"project store": [cubes_path(project)], "run file": run_files(run_dir)})
-    oof_path = run_dir.oof_path
-    if not oof_path.exists():
-        raise InputError(
-            f"{run_dir.path}: no out-of-fold predictions (oof.npz) yet; they are written when mmz train finishes"
-        )
+    oof = run_dir.read_oof()
     ensemble = Ensemble.load(run_dir, project, resolve_device("cpu"), weights=False, raw=raw)  # for the header
-    oof = dict(np.load(oof_path))
     group = open_store(cubes_path(project))
     ids = group["id"][:]
     order = np.argsort(ids)
     where = order[np.searchsorted(ids, oof["id"], sorter=order)]
     if not np.array_equal(ids[where], oof["id"]):
         raise InputError(
-            f"{oof_path}: its objects are not those of {cubes_path(project)}; "
+            f"{run_dir.oof_path}: its objects are not those of {cubes_path(project)}; "
             f"the store was rebuilt after training: train the run again"
         )
     edges = ensemble.profile.redshift_grid.edges()

@@ -62,6 +62,14 @@ class RunDir:
     def oof_path(self) -> Path:
         return self.path / "oof.npz"
 
+    def read_oof(self) -> dict[str, np.ndarray]:
+        """The run's out-of-fold predictions (id, pdf, z_spec, ...), or a one-line refusal before they exist."""
+        if not self.oof_path.exists():
+            raise InputError(
+                f"{self.path}: no out-of-fold predictions (oof.npz) yet; they are written when mmz train finishes"
+            )
+        return dict(np.load(self.oof_path))
+
     @property
     def calibration_path(self) -> Path:
         """The PIT map of ``mmz calibrate``, which ``mmz predict`` applies."""
