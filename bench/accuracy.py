@@ -22,6 +22,8 @@ where it stopped: simulation, cubes, every training epoch, the forest folds, the
     .venv/bin/python bench/accuracy.py --profile hsc9 -n 1500 --width 0.125 --epochs 2 --folds 1
     # the fusion-stage and modality-size runs against the baseline (variants.json; --parallel N on a GPU)
     .venv/bin/python bench/accuracy.py --profile hsc9 -n 6000 --step variants [--parallel 9]
+    # analyse runs trained by hand with mmz train (e.g. longer, with their own epochs) as the two CNNs
+    .venv/bin/python bench/accuracy.py --profile sdss -n 6000 --step all --run baseline=RUN --run multimodal=RUN
 
 The study lives in ``--dir`` (default ``~/mmz-accuracy/<profile>-<n>``), outside the work tree
 so that it outlives a session.  Its settings are fixed by the first call (``study.json``); a
@@ -135,6 +137,10 @@ class Study:
 
     def __init__(self, root: Path, settings: dict):
         self.root, self.settings = root, settings
+        self.runs: dict[str, str] = {}  # model -> a run trained by hand (--run); else the run is named as the model
+
+    def run_name(self, model: str) -> str:
+        return self.runs.get(model, model)
 
     @classmethod
     def open(cls, args) -> Study:
@@ -324,11 +330,25 @@ def run_done(run_dir: Path, folds: int) -> bool:
     return oof.exists() and set(np.unique(np.load(oof)["fold"]).tolist()) == set(range(folds))
 
 
+def predicted_from(catalogue: Path, run_dir: Path) -> bool:
+    """The catalogue holds this run's current out-of-fold predictions (a --run may have changed the run)."""
+    import fitsio
+
+    if not catalogue.exists() or catalogue.stat().st_mtime < (run_dir / "oof.npz").stat().st_mtime:
+        return False
+    return fitsio.read_header(str(catalogue), "PHOTOZ").get("RUN") == run_dir.name
+
+
 def step_cnn(study: Study, model: str) -> None:
-    s, root = study.settings, study.root
-    run_dir = root / "runs" / model
+    s, root, name = study.settings, study.root, study.run_name(model)
+    run_dir = root / "runs" / name
     if run_done(run_dir, s["folds"]):
-        print(f"train: run {model} done ({run_dir})")
+        print(f"train: run {name} done ({run_dir})")
+    elif name != model:
+        sys.exit(
+            f"train: run {name} ({run_dir}) has no finished model and out-of-fold predictions for folds "
+            f"0..{s['folds'] - 1}; finish it with mmz train, or leave --run {model}={name} out to train {model} here"
+        )
     else:
         mmz(
             study,
@@ -354,7 +374,7 @@ def step_cnn(study: Study, model: str) -> None:
             model,
         )
     catalogue = root / f"oof-{model}.fits"
-    if catalogue.exists() and catalogue.stat().st_mtime >= (run_dir / "oof.npz").stat().st_mtime:
+    if predicted_from(catalogue, run_dir):
         print(f"train: catalogue {catalogue.name} done")
     else:
         mmz(
@@ -365,7 +385,7 @@ def step_cnn(study: Study, model: str) -> None:
             "--project",
             str(root),
             "--run",
-            model,
+            name,
             "-o",
             str(catalogue),
             "--overwrite",
@@ -406,10 +426,11 @@ def step_variants(study: Study, parallel: int, only: list[str] | None = None) ->
             )  # fmt: skip
         )
         rows[name] = {m: boot[m] for m in ("sigma_mad", "eta", "crps")}
-        rows[name]["training"] = run_speed(root / "runs" / name)
+        rows[name]["training"] = run_speed(root / "runs" / study.run_name(name))
     if "dropout" in rows:  # which band pair matters at which redshift (paper Fig. 10)
-        mmz(study, "dropout-scan", "-q", "dropout-scan", "--project", str(root), "--run", "dropout",
-            "--baseline", "baseline", "--baseline", "multimodal", "-o", str(root / "dropout-scan"))  # fmt: skip
+        mmz(study, "dropout-scan", "-q", "dropout-scan", "--project", str(root), "--run", study.run_name("dropout"),
+            "--baseline", study.run_name("baseline"), "--baseline", study.run_name("multimodal"),
+            "-o", str(root / "dropout-scan"))  # fmt: skip
     result = {"simulated": True, "study_dir": str(root), "settings": dict(s), "written": now(),
               "fusion_order": FUSION_ORDER, "size_order": SIZE_ORDER, "against_baseline": rows}  # fmt: skip
     write_json(root / "variants.json", result)
@@ -614,11 +635,16 @@ def step_forest(study: Study) -> None:
 
 
 def run_speed(run_dir: Path) -> dict:
-    """Training samples/s and epochs of a finished run, from its metrics.json."""
+    """Training samples/s and epochs of a finished run, from its metrics.json, and the recipe it was trained with."""
+    import yaml
+
     m = read_json(run_dir / "metrics.json", {})
     history = [h for model in m.get("models", []) for h in model["history"]]
     rates = [h["samples_per_s"] for h in history]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
     return {
+        "run": run_dir.name,
+        "recipe": config.get("train", {}),
         "models": len(m.get("models", [])),
         "epochs_trained": len(history),
         "best_epochs": [model["best_epoch"] for model in m.get("models", [])],
@@ -732,7 +758,7 @@ def step_analyse(study: Study) -> dict:
             },
             "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
         },
-        "training": {m: run_speed(root / "runs" / m) for m in ("baseline", "multimodal")},
+        "training": {m: run_speed(root / "runs" / study.run_name(m)) for m in ("baseline", "multimodal")},
         "wall_seconds": wall,
         "metrics": metrics,
         "bootstrap": boot,
@@ -762,10 +788,12 @@ LABELS = {
 
 def print_report(r: dict) -> None:
     s, m = r["settings"], r["metrics"]
+    planned = {v["recipe"].get("epochs", s["epochs"]) for v in r["training"].values()}  # a --run may differ
+    epochs = "/".join(f"{e}" for e in sorted(planned))
     print(
         f"\n## Accuracy study, SIMULATED {r['profile']} ({s['labelled']} labelled galaxies, "
         f"{s['n_out_of_fold']} predicted out of fold; {s['folds']} fold(s), width {s['width']:g}, "
-        f"{s['epochs']} epochs, norm {s['norm']}, {'bf16' if s['amp'] else 'fp32'})\n"
+        f"{epochs} epochs, norm {s['norm']}, {'bf16' if s['amp'] else 'fp32'})\n"
     )
     thr = s["outlier_threshold"]
     print(f"| model | σ_MAD | η (\\|Δz\\| ≥ {thr:g}) | bias | CRPS | σ_MAD / forest's |")
@@ -833,7 +861,7 @@ def print_report(r: dict) -> None:
     print("\nTraining speed (samples/s, mean over epochs) and wall times (s, summed over sessions):")
     for k, v in r["training"].items():
         print(
-            f"- {k}: {v['train_samples_per_s_mean']} samples/s over {v['epochs_trained']} epochs "
+            f"- {k} (run {v['run']}): {v['train_samples_per_s_mean']} samples/s over {v['epochs_trained']} epochs "
             f"(best epochs {v['best_epochs']})"
         )
     print("- " + ", ".join(f"{k} {v:.0f}" for k, v in r["wall_seconds"].items()))
@@ -867,6 +895,14 @@ def parse_args(argv=None):
         "modality-size runs against the baseline (variants.json)",
     )
     p.add_argument("--parallel", type=int, default=1, help="runs trained at once by --step variants (a GPU) [1]")
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="MODEL=NAME",
+        help="take MODEL (baseline, multimodal or a variant) from the finished run NAME, trained by hand with "
+        "mmz train (another recipe or length), instead of training it here; repeatable",
+    )
     p.add_argument("--variants", help=f"comma-separated subset of the variant runs [all: {','.join(VARIANT_FLAGS)}]")
     return p.parse_args(argv)
 
@@ -875,6 +911,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     study = Study.open(args)
     study.settings["jobs"] = args.jobs  # not a study setting: free to change between sessions
+    for pair in args.run:
+        model, _, name = pair.partition("=")
+        if model not in CNN_FLAGS or not name:
+            sys.exit(f"--run {pair}: expected MODEL=NAME with MODEL one of {', '.join(CNN_FLAGS)}")
+        study.runs[model] = name
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM; run the same command to continue"))
     print(f"study {study.root}: {json.dumps({k: v for k, v in study.settings.items() if k != 'jobs'})}", flush=True)
     start = time.perf_counter()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fitsio
+
 from mmzcli.device import fast_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,3 +67,14 @@ def test_the_gpu_study_runs_on_a_cpu_and_brings_back_the_variants_table(tmp_path
     assert (out / "dropout_vs_z.png").stat().st_size > 0
     for run in ("baseline", "multimodal", "dropout"):  # every run's learning curve comes back
         assert "epoch 1:" in (out / f"run-{run}-train.log").read_text()
+
+    # a run trained by hand stands in for a model: its catalogue is predicted again, and the report names it
+    study = [sys.executable, str(ROOT / "bench" / "accuracy.py"), "--profile", "hsc9", "--dir", str(tmp_path / "study")]
+    unfinished = subprocess.run([*study, "--step", "train", "--run", "baseline=none"], capture_output=True, text=True)
+    assert unfinished.returncode != 0 and "run none" in unfinished.stderr and "mmz train" in unfinished.stderr
+    done = subprocess.run([*study, "--step", "all", "--run", "multimodal=dropout"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert fitsio.read_header(str(tmp_path / "study" / "oof-multimodal.fits"), "PHOTOZ")["RUN"] == "dropout"
+    report = json.loads((tmp_path / "study" / "accuracy.json").read_text())
+    assert report["training"]["multimodal"]["run"] == "dropout" and report["training"]["baseline"]["run"] == "baseline"
+    assert report["training"]["multimodal"]["recipe"]["epochs"] == 1
