@@ -93,13 +93,13 @@ def plot(report: dict, output: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for key, r in report.items():
-        epochs = [h["epoch"] + 1 for h in r["history"]]
-        axes[0].plot(epochs, [h["train_loss"] for h in r["history"]], "--", label=f"{key} train")
-        axes[0].plot(epochs, [h["val_loss"] for h in r["history"]], "-", label=f"{key} inner val")
-        axes[1].plot(epochs, [h["val_sigma_mad"] for h in r["history"]], "-o", ms=3, label=key)
-        axes[2].plot(epochs, [h["lr"] for h in r["history"]], label=key)
-    axes[0].set(xlabel="epoch", ylabel="loss (CE + MAE)", title="loss")
+    for (key, r), colour in zip(report.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 9, strict=False):
+        epochs = [h["epoch"] + 1 for h in r["history"]]  # one colour a model in every panel
+        axes[0].plot(epochs, [h["train_loss"] for h in r["history"]], "--", color=colour)
+        axes[0].plot(epochs, [h["val_loss"] for h in r["history"]], "-", color=colour, label=key)
+        axes[1].plot(epochs, [h["val_sigma_mad"] for h in r["history"]], "-o", ms=3, color=colour, label=key)
+        axes[2].plot(epochs, [h["lr"] for h in r["history"]], color=colour, label=key)
+    axes[0].set(xlabel="epoch", ylabel="loss (CE + MAE)", title="loss: inner validation —, training – –")
     axes[1].set(xlabel="epoch", ylabel="σ_MAD", title="inner validation σ_MAD", yscale="log")
     axes[2].set(xlabel="epoch", ylabel="learning rate (end of epoch)", title="schedule")
     for ax in axes:
