@@ -17,6 +17,7 @@ about 1.16 / sqrt(N): 5% for N = 600).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -93,7 +94,8 @@ def plot(report: dict, output: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for (key, r), colour in zip(report.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 9, strict=False):
+    colours = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for (key, r), colour in zip(report.items(), colours, strict=False):
         epochs = [h["epoch"] + 1 for h in r["history"]]  # one colour a model in every panel
         axes[0].plot(epochs, [h["train_loss"] for h in r["history"]], "--", color=colour)
         axes[0].plot(epochs, [h["val_loss"] for h in r["history"]], "-", color=colour, label=key)
