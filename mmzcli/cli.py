@@ -291,6 +291,15 @@ def train(
             "--patience", help="Stop after this many epochs without a better inner validation loss (0: never).", min=0
         ),
     ] = 5,
+    precise_bn: Annotated[
+        int,
+        typer.Option(
+            "--precise-bn",
+            help="Re-estimate batch-norm statistics over this many training objects before each inner validation "
+            "(0: keep training's running averages).",
+            min=0,
+        ),
+    ] = 2048,
     scale_lr: Annotated[
         bool, typer.Option("--scale-lr", help="Scale --lr by batch size / 32, for larger batches (a speed option).")
     ] = False,
@@ -387,6 +396,7 @@ def train(
             patience=patience,
             scale_lr=scale_lr,
             train_fraction=round(train_fraction, 2),
+            precise_bn=precise_bn,
             seeds=seeds,
             device=device,
             amp=amp,

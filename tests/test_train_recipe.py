@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from helpers import mmz_ok, tiny_cubes
 
@@ -150,6 +152,45 @@ def test_a_train_fraction_run_trains_on_its_share_and_old_runs_still_continue(pr
     assert train.settings_difference(settings, {**settings, "train": {**settings["train"], "train_fraction": 0.5}})
 
 
+class _Batches:
+    """What precise_batch_norm reads of a CubeSet: its device and training batches (here in order, as they are)."""
+
+    def __init__(self, x):
+        self.x, self.device = x, x.device
+
+    def batches(self, rows, batch_size, rng):
+        for start in range(0, len(rows), batch_size):
+            x = self.x[rows[start : start + batch_size]]
+            yield x, torch.ones(len(x), 1, dtype=torch.bool), torch.zeros(len(x)), torch.zeros(len(x))
+
+
+class _Normalised(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(3)
+
+    def forward(self, x, ebv, ok):
+        return self.bn(x)
+
+
+def test_precise_batch_norm_replaces_the_running_averages_by_the_plain_average_of_its_batches():
+    gen = torch.Generator().manual_seed(0)
+    scale, shift = torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1), torch.tensor([5.0, -1.0, 0.0]).view(1, 3, 1, 1)
+    x = torch.randn(200, 3, 4, 4, generator=gen) * scale + shift
+    net = _Normalised()
+    net.bn.running_mean.fill_(99.0)  # what training's running averages left
+    config = TrainConfig(batch_size=16, precise_bn=64, amp=False)
+    train.precise_batch_norm(net, _Batches(x), np.arange(200), config, seed=1)
+    used = x[:64]  # four batches of 16: a plain average of their statistics, nothing of the 99
+    assert torch.allclose(net.bn.running_mean, used.mean(dim=(0, 2, 3)), atol=1e-5)
+    per_batch = torch.stack([used[i : i + 16].var(dim=(0, 2, 3)) for i in range(0, 64, 16)])
+    assert torch.allclose(net.bn.running_var, per_batch.mean(0), atol=1e-4)
+    assert int(net.bn.num_batches_tracked) == 4 and net.bn.momentum == 0.1  # training's momentum is back
+    kept = net.bn.running_mean.clone()
+    train.precise_batch_norm(net, _Batches(x + 7.0), np.arange(200), replace(config, precise_bn=0), seed=1)
+    assert torch.equal(net.bn.running_mean, kept)  # --precise-bn 0: training's running averages stay
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
@@ -158,6 +199,7 @@ def test_a_train_fraction_run_trains_on_its_share_and_old_runs_still_continue(pr
         ("--patience", "-1"),
         ("--train-fraction", "0"),
         ("--train-fraction", "1.5"),
+        ("--precise-bn", "-1"),
     ],  # fmt: skip
 )
 def test_bad_recipe_options_are_one_line(project, run_mmz, option, value):
