@@ -331,12 +331,14 @@ def run_done(run_dir: Path, folds: int) -> bool:
 
 
 def predicted_from(catalogue: Path, run_dir: Path) -> bool:
-    """The catalogue holds this run's current out-of-fold predictions (a --run may have changed the run)."""
+    """The catalogue holds this run's current out-of-fold PDFs as the network gave them (a --run may have changed
+    the run; a catalogue written before --raw may hold calibrated PDFs)."""
     import fitsio
 
     if not catalogue.exists() or catalogue.stat().st_mtime < (run_dir / "oof.npz").stat().st_mtime:
         return False
-    return fitsio.read_header(str(catalogue), "PHOTOZ").get("RUN") == run_dir.name
+    header = fitsio.read_header(str(catalogue), "PHOTOZ")
+    return header.get("RUN") == run_dir.name and header.get("CALIB", "none") == "none"
 
 
 def step_cnn(study: Study, model: str) -> None:
@@ -386,6 +388,7 @@ def step_cnn(study: Study, model: str) -> None:
             str(root),
             "--run",
             name,
+            "--raw",  # the networks as trained: a run's PIT calibration (mmz calibrate) is judged on its own
             "-o",
             str(catalogue),
             "--overwrite",
