@@ -179,7 +179,8 @@ def test_tiles_give_the_out_of_fold_pdfs_of_training(catalogue, project, run_mmz
     assert o.header["NMODELS"] == 1 and o.header["RUNHASH"] == c.header["RUNHASH"]
     where = np.searchsorted(c.columns["ID"], o.columns["ID"], sorter=np.argsort(c.columns["ID"]))
     rows = np.argsort(c.columns["ID"])[where]
-    np.testing.assert_allclose(c.columns["PDF"][rows], o.columns["PDF"], atol=1e-5)
+    # training's out-of-fold pass reads float16 cubes, predict cuts float32 ones: 2e-5 apart with precise BN
+    np.testing.assert_allclose(c.columns["PDF"][rows], o.columns["PDF"], atol=5e-5)
     specz = Table.read(project / "specz.fits")
     z = dict(zip(specz["ID"], specz["Z_SPEC"]))
     np.testing.assert_allclose(o.columns["Z_SPEC"], [z[i] for i in o.columns["ID"]], rtol=1e-6)
