@@ -639,12 +639,12 @@ def step_forest(study: Study) -> None:
 
 def run_speed(run_dir: Path) -> dict:
     """Training samples/s and epochs of a finished run, from its metrics.json, and the recipe it was trained with."""
-    import yaml
+    from mmzcli.runs import RunDir
 
     m = read_json(run_dir / "metrics.json", {})
     history = [h for model in m.get("models", []) for h in model["history"]]
     rates = [h["samples_per_s"] for h in history]
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    config = RunDir(run_dir).settings() if (run_dir / "config.yaml").exists() else {}
     return {
         "run": run_dir.name,
         "recipe": config.get("train", {}),
