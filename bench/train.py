@@ -15,7 +15,9 @@ For the hsc9 baseline (one modality of 9 bands) and the 2-band first-order early
 - **models at once**: the aggregate loop rate of J processes each training its own model on this
   device (``mmz train --jobs J``); on the CPU each gets 1/J of the threads;
 - with ``--variants``: the step rate uncompiled in NCHW and in channels_last, and at batch 128, the
-  measurements behind the per-device defaults of ``mmz train``.
+  measurements behind the per-device defaults of ``mmz train``;
+- with ``--compile-mode reduce-overhead``: all of it with CUDA graphs, which replay a step's hundreds of
+  small kernels in one launch (batch 32 of 64x64 stamps leaves a large GPU waiting on launches).
 
 Memory format and compilation follow ``mmz train``'s defaults for the device unless given.
 """
@@ -89,13 +91,13 @@ def synthetic_store(root: Path, n: int):
 class Trainer:
     """One model with its optimiser, stepped by ``mmz train``'s own ``train_step``."""
 
-    def __init__(self, name: str, width: float, device, config: TrainConfig):
+    def __init__(self, name: str, width: float, device, config: TrainConfig, compile_mode: str = "default"):
         self.device, self.config = device, config
         self.model = PhotoZNet(variant_config(name, width=width, n_bins=GRID.n_bins)).to(device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
-        self.net = torch.compile(self.model) if config.compile else self.model
+        self.net = torch.compile(self.model, mode=compile_mode) if config.compile else self.model
         self.model.train()
 
     def step(self, x, ok, ebv, z):
@@ -150,8 +152,8 @@ def _concurrent_worker(args, store_root, barrier, results, threads) -> None:
     import zarr
 
     torch.set_num_threads(threads)
-    name, width, device, config, steps, batch = args
-    trainer = Trainer(name, width, device, config)
+    name, width, device, config, compile_mode, steps, batch = args
+    trainer = Trainer(name, width, device, config, compile_mode)
     group = zarr.open_group(str(store_root / "cubes.zarr"), mode="r")
     loop_rate(trainer, group, 3, batch)  # warm-up (and compilation) before the common start
     barrier.wait()
@@ -184,7 +186,8 @@ def main() -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast [where the device runs it fast]")
     p.add_argument("--memory-format", choices=("auto", "nchw", "channels-last"), default="auto")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--jobs", default="1,2", help="models at once for the aggregate rate [1,2]")
+    p.add_argument("--compile-mode", default="default", help="torch.compile's mode, e.g. reduce-overhead [default]")
+    p.add_argument("--jobs", default="1,2", help="models at once for the aggregate rate, 0: none [1,2]")
     p.add_argument("--store-size", type=int, help="objects in the synthetic store [GPU 4096, CPU 512]")
     p.add_argument("--only-concurrent", action="store_true", help="only the models-at-once figures")
     p.add_argument("--variants", action="store_true", help="also uncompiled NCHW / channels_last / batch 128 steps")
@@ -201,13 +204,15 @@ def main() -> None:
     label = torch.cuda.get_device_name(device) if kind == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     peak = {"bf16": matmul_peak(device, torch.bfloat16), "fp32": matmul_peak(device, torch.float32)}
     precision = "bf16" if config.amp else "fp32"
+    compiled = f"on ({args.compile_mode})" if compile else "off"
     print(
         f"device: {label}; torch {torch.__version__}; {precision}, batch {args.batch}, "
-        f"{'channels_last' if channels_last else 'NCHW'}, compile {'on' if compile else 'off'}"
+        f"{'channels_last' if channels_last else 'NCHW'}, compile {compiled}"
     )
     print(f"measured matmul peak: bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s, fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s")
     report = {"device": label, "torch": torch.__version__, "precision": precision, "batch": args.batch,
-              "channels_last": channels_last, "compile": compile, "peak_flops": peak, "rows": []}  # fmt: skip
+              "channels_last": channels_last, "compile": compile, "compile_mode": args.compile_mode if compile else None,
+              "peak_flops": peak, "rows": []}  # fmt: skip
     save = (lambda: args.json.write_text(json.dumps(report, indent=1) + "\n")) if args.json else (lambda: None)
     n = args.store_size or (4096 if kind == "cuda" else 512)
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,8 +229,8 @@ def main() -> None:
                         variant = {"model": name, "width": width, "layout": layout, "batch": batch, "step": rate}
                         report.setdefault("variants", []).append(variant)
                         save()
-            for jobs in map(int, args.jobs.split(",")):
-                setup = ("mm2-early", width, device, config, args.steps, args.batch)
+            for jobs in (j for j in map(int, args.jobs.split(",")) if j > 0):
+                setup = ("mm2-early", width, device, config, args.compile_mode, args.steps, args.batch)
                 aggregate = concurrent_rate(jobs, setup, Path(tmp))
                 print(f"  width {width:g}: mm2-early, {jobs} model(s) at once: {aggregate:.1f} samples/s in all")
                 report.setdefault("concurrent", []).append({"width": width, "jobs": jobs, "aggregate": aggregate})
@@ -238,7 +243,7 @@ def one_model_figures(width, group, device, config, peak, args, report, save) ->
     print("{:10s} {:>5s} {:>8s} {:>8s} {:>9s} {:>8s} {:>6s}".format(*header))
     rates = {}
     for name in MODELS:
-        trainer = Trainer(name, width, device, config)
+        trainer = Trainer(name, width, device, config, args.compile_mode)
         step = step_rate(trainer, args.steps, args.batch)
         loop = loop_rate(trainer, group, args.steps, args.batch)
         flops = 3 * trainer.flops_per_sample(BANDS) * step

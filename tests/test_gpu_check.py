@@ -36,10 +36,12 @@ def test_the_gpu_check_runs_on_a_cpu_and_reports_every_figure(tmp_path):
     bench = json.loads((out / "bench.json").read_text())
     assert {r["model"] for r in bench["rows"]} == {"baseline", "mm2-early"}
     assert all(r["step"] > 0 and r["loop"] > 0 and r["utilisation"] > 0 for r in bench["rows"])
-    assert [c["jobs"] for c in bench["concurrent"]] == [2] and bench["concurrent"][0]["aggregate"] > 0
+    assert "concurrent" not in bench and bench["compile_mode"] is None  # models at once: a file of their own
+    jobs = json.loads((out / "bench-jobs.json").read_text())["concurrent"]
+    assert [c["jobs"] for c in jobs] == [2] and jobs[0]["aggregate"] > 0
     assert len(json.loads((out / "metrics.json").read_text())["models"]) == 2  # 2 folds, together
     log = (out / "gpu_check.log").read_text()
-    assert "aggregate while all ran together" in log and "done in" in log
+    assert "aggregate while all ran together" in log and "2 models at once: " in log and "done in" in log
     assert bench["precision"] == ("bf16" if fast_bf16("cpu") else "fp32")  # emulated bf16 would take minutes
 
 
