@@ -211,8 +211,8 @@ def main() -> None:
     )
     print(f"measured matmul peak: bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s, fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s")
     report = {"device": label, "torch": torch.__version__, "precision": precision, "batch": args.batch,
-              "channels_last": channels_last, "compile": compile, "compile_mode": args.compile_mode if compile else None,
-              "peak_flops": peak, "rows": []}  # fmt: skip
+              "channels_last": channels_last, "compile": compile,
+              "compile_mode": args.compile_mode if compile else None, "peak_flops": peak, "rows": []}  # fmt: skip
     save = (lambda: args.json.write_text(json.dumps(report, indent=1) + "\n")) if args.json else (lambda: None)
     n = args.store_size or (4096 if kind == "cuda" else 512)
     with tempfile.TemporaryDirectory() as tmp:
