@@ -658,6 +658,37 @@ def run_speed(run_dir: Path) -> dict:
     }
 
 
+def issue_targets(survey: str, overall: dict[str, dict], boot: dict) -> dict:
+    """Issue 13's targets, met or not, from each model's overall metrics and the paired bootstraps."""
+    sig = {m: overall[m]["sigma_mad"] for m in MODELS}
+    p_mm = boot["multimodal_vs_baseline"]["sigma_mad"]["p_value"]
+    ratios = {m: sig[m] / sig["forest"] for m in ("baseline", "multimodal")}
+    ratio_target = FOREST_RATIO_TARGET[survey]
+    within = {m: ratios[m] <= ratio_target for m in ratios}
+    mm, forest = overall["multimodal"], overall["forest"]
+    if survey == "sdss":
+        forest_rule, forest_met = f"both CNNs' sigma_MAD <= {ratio_target} x the colour forest's", all(within.values())
+    else:
+        forest_rule = f"multimodal sigma_MAD <= {ratio_target} x the colour forest's, eta and CRPS not worse"
+        forest_met = within["multimodal"] and mm["eta"] <= forest["eta"] and mm["crps"] <= forest["crps"]
+    return {
+        "multimodal_beats_baseline": {
+            "rule": f"sigma_MAD(multimodal) < sigma_MAD(baseline) with paired-bootstrap p < {P_TARGET}",
+            "sigma_mad_baseline": sig["baseline"],
+            "sigma_mad_multimodal": sig["multimodal"],
+            "p_value": p_mm,
+            "met": bool(sig["multimodal"] < sig["baseline"] and p_mm < P_TARGET),
+        },
+        "cnn_vs_forest": {
+            "rule": forest_rule,
+            "ratio": ratios["multimodal"],
+            "baseline_ratio": ratios["baseline"],
+            "met": bool(forest_met),
+            "baseline_within": bool(within["baseline"]),
+        },
+    }
+
+
 def step_analyse(study: Study) -> dict:
     from mmzcli import __version__
     from mmzcli.cubeset import labelled_rows
@@ -717,33 +748,9 @@ def step_analyse(study: Study) -> dict:
         boot[f"{other}_vs_{base}"] = {k: {**v, "delta_ci95": full.get(k, {}).get("delta_ci95")} for k, v in out.items()}
         boot[f"{other}_vs_{base}"]["n"] = full.get("n")
 
-    sig = {m: metrics[m]["overall"]["sigma_mad"] for m in MODELS}
-    p_mm = boot["multimodal_vs_baseline"]["sigma_mad"]["p_value"]
-    ratios = {f"{m}/forest": sig[m] / sig["forest"] for m in ("baseline", "multimodal")}
-    ratio_target = FOREST_RATIO_TARGET[s["profile"]]
-    within = {m: ratios[f"{m}/forest"] <= ratio_target for m in ("baseline", "multimodal")}
-    mm, forest = metrics["multimodal"]["overall"], metrics["forest"]["overall"]
-    if s["profile"] == "sdss":
-        forest_rule, forest_met = f"both CNNs' sigma_MAD <= {ratio_target} x the colour forest's", all(within.values())
-    else:
-        forest_rule = f"multimodal sigma_MAD <= {ratio_target} x the colour forest's, eta and CRPS not worse"
-        forest_met = within["multimodal"] and mm["eta"] <= forest["eta"] and mm["crps"] <= forest["crps"]
-    targets = {
-        "multimodal_beats_baseline": {
-            "rule": f"sigma_MAD(multimodal) < sigma_MAD(baseline) with paired-bootstrap p < {P_TARGET}",
-            "sigma_mad_baseline": sig["baseline"],
-            "sigma_mad_multimodal": sig["multimodal"],
-            "p_value": p_mm,
-            "met": bool(sig["multimodal"] < sig["baseline"] and p_mm < P_TARGET),
-        },
-        "cnn_vs_forest": {
-            "rule": forest_rule,
-            "ratio": ratios["multimodal/forest"],
-            "baseline_ratio": ratios["baseline/forest"],
-            "met": bool(forest_met),
-            "baseline_within": bool(within["baseline"]),
-        },
-    }
+    targets = issue_targets(s["profile"], {m: metrics[m]["overall"] for m in MODELS}, boot)
+    forest = targets["cnn_vs_forest"]
+    ratios = {"baseline/forest": forest["baseline_ratio"], "multimodal/forest": forest["ratio"]}
 
     group = open_store(cubes_path(root))
     profile = study.profile()
