@@ -123,5 +123,9 @@ if (run / "metrics.json").exists():
           f"out-of-fold sigma_MAD after 1 epoch: {metrics['oof']['sigma_mad']:.4f}")
 EOF
 
+if grep -q "skipping cudagraphs" "$OUT/gpu_check.log"; then  # inductor's warning when it cannot graph a step
+    echo "!! torch.compile skipped CUDA graphs somewhere (see above): the CUDA-graph figures may be plain compiled ones"
+fi
+
 step "done in $((SECONDS - started)) s; results in $OUT${failed[*]:+; FAILED: ${failed[*]}}"
 [ ${#failed[@]} -eq 0 ]
