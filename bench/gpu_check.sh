@@ -106,6 +106,8 @@ for name, label in (("bench", "compiled"), ("bench-graphs", "CUDA graphs")):
               f"util {r['utilisation']:.1%}")
     for width, ratio in b.get("mm_over_base", {}).items():
         print(f"  multimodal/baseline (width {width}): {ratio:.2f}")
+    if b.get("cudagraph_skips"):
+        print(f"  !! torch.compile ran {b['cudagraph_skips']} graph(s) without CUDA graphs: these are partly plain compiled")
     for v in b.get("variants", []):
         print(f"  uncompiled {v['model']:10s} {v['layout']:13s} batch {v['batch']:3d}: step {v['step']:7.1f}")
 for name, label in (("bench-jobs", ""), ("bench-jobs-graphs", ", CUDA graphs")):
@@ -122,10 +124,6 @@ if (run / "metrics.json").exists():
     print(f"models trained: {len(metrics['models'])}; "
           f"out-of-fold sigma_MAD after 1 epoch: {metrics['oof']['sigma_mad']:.4f}")
 EOF
-
-if grep -q "skipping cudagraphs" "$OUT/gpu_check.log"; then  # inductor's warning when it cannot graph a step
-    echo "!! torch.compile skipped CUDA graphs somewhere (see above): the CUDA-graph figures may be plain compiled ones"
-fi
 
 step "done in $((SECONDS - started)) s; results in $OUT${failed[*]:+; FAILED: ${failed[*]}}"
 [ ${#failed[@]} -eq 0 ]

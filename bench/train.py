@@ -220,6 +220,11 @@ def main() -> None:
         for width in map(float, args.widths.split(",")):
             if not args.only_concurrent:
                 one_model_figures(width, group, device, config, peak[precision], args, report, save)
+                if compile and args.compile_mode == "reduce-overhead":  # a step it could not graph runs without
+                    from torch._dynamo.utils import counters
+
+                    report["cudagraph_skips"] = int(counters["inductor"]["cudagraph_skips"])
+                    save()
             if args.variants:
                 for name in MODELS:
                     for layout, batch in (("nchw", args.batch), ("channels_last", args.batch), ("nchw", 128)):
