@@ -646,7 +646,8 @@ def run_speed(run_dir: Path) -> dict:
     m = read_json(run_dir / "metrics.json", {})
     history = [h for model in m.get("models", []) for h in model["history"]]
     rates = [h["samples_per_s"] for h in history]
-    config = RunDir(run_dir).settings() if (run_dir / "config.yaml").exists() else {}
+    run = RunDir(run_dir)
+    config = run.settings() if run.config_path.exists() else {}
     return {
         "run": run_dir.name,
         "recipe": config.get("train", {}),
