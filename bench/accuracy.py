@@ -24,6 +24,8 @@ where it stopped: simulation, cubes, every training epoch, the forest folds, the
     .venv/bin/python bench/accuracy.py --profile hsc9 -n 6000 --step variants [--parallel 9]
     # analyse runs trained by hand with mmz train (e.g. longer, with their own epochs) as the two CNNs
     .venv/bin/python bench/accuracy.py --profile sdss -n 6000 --step all --run baseline=RUN --run multimodal=RUN
+    # fold 0's three models on an independent simulated test survey of 10,000 galaxies (another seed)
+    .venv/bin/python bench/accuracy.py --profile hsc9 -n 6000 --step test --run baseline=RUN --run multimodal=RUN
 
 The study lives in ``--dir`` (default ``~/mmz-accuracy/<profile>-<n>``), outside the work tree
 so that it outlives a session.  Its settings are fixed by the first call (``study.json``); a
@@ -505,16 +507,20 @@ def asinh_mag(flux: np.ndarray, softening: np.ndarray, zeropoint: np.ndarray) ->
     return -2.5 / math.log(10) * (np.arcsinh(x / (2 * b)) + np.log(b))
 
 
-def forest_features(phot: dict, group, profile) -> tuple[np.ndarray, list[str], np.ndarray]:
+def forest_features(
+    phot: dict, group, profile, softening: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Dereddened reference magnitude, adjacent colours and E(B-V): the forest's input [N, F].
 
     The asinh softening of each band is its median 1-sigma aperture noise over the stamps
-    with data.  A missing band (band_ok false) gives NaN in its colours.
+    with data (or ``softening``: the training survey's, for another survey's stamps).  A missing
+    band (band_ok false) gives NaN in its colours.
     """
     names = profile.band_names
     zp = np.array([b.zeropoint for b in profile.bands])
     r_ext = np.array([b.extinction for b in profile.bands])
-    softening = np.nanmedian(phot["flux_err"], axis=0)
+    if softening is None:
+        softening = np.nanmedian(phot["flux_err"], axis=0)
     ebv = group["ebv"][:].astype(np.float64)
     mags = asinh_mag(phot["flux"], softening, zp) - r_ext * ebv[:, None]
     ref = profile.band_index(profile.reference_band)
@@ -533,75 +539,65 @@ def tree_pdfs(forest, x: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.
     return (counts.reshape(x.shape[0], n_bins) / len(z)).astype(np.float32), z.mean(axis=0)
 
 
-def step_forest(study: Study) -> None:
-    from sklearn.ensemble import RandomForestRegressor
-
-    from mmzcli import __version__
-    from mmzcli.catalog import summarise_pdfs, write_photoz
-    from mmzcli.cubeset import labelled_rows
-    from mmzcli.store import cubes_path, open_store
-
-    s, root = study.settings, study.root
-    catalogue = root / "oof-forest.fits"
-    if catalogue.exists():
-        print(f"forest: catalogue {catalogue.name} done")
-        return
-    profile = study.profile()
-    group = open_store(cubes_path(root))
+def survey_photometry(study: Study, root: Path, group, profile) -> dict:
+    """The aperture photometry of every stamp of ``root``'s cubes, measured once (``forest/photometry.npz``)."""
     folder = root / "forest"
     folder.mkdir(exist_ok=True)
-    phot_path = folder / "photometry.npz"
-    if phot_path.exists():
-        phot = dict(np.load(phot_path))
-    else:
-        print(
-            f'\n== forest: {s["aperture"]:g}"-diameter aperture photometry of {group["cubes"].shape[0]} cubes',
-            flush=True,
-        )
-        with timed(study, "forest-photometry"):
-            phot = aperture_photometry(group["cubes"], group["band_ok"][:], profile, s["aperture"])
-        np.savez(folder / ".photometry.tmp.npz", id=group["id"][:], **phot)
-        os.replace(folder / ".photometry.tmp.npz", phot_path)
-    features, labels, softening = forest_features(phot, group, profile)
+    path = folder / "photometry.npz"
+    if path.exists():
+        return dict(np.load(path))
+    aperture = study.settings["aperture"]
+    print(f'\n== forest: {aperture:g}"-diameter aperture photometry of {group["cubes"].shape[0]} cubes', flush=True)
+    with timed(study, "forest-photometry" if root == study.root else "test-forest-photometry"):
+        phot = aperture_photometry(group["cubes"], group["band_ok"][:], profile, aperture)
+    np.savez(folder / ".photometry.tmp.npz", id=group["id"][:], **phot)
+    os.replace(folder / ".photometry.tmp.npz", path)
+    return phot
 
-    rows = labelled_rows(group)
-    fold, z_spec = group["fold"][:], group["z_spec"][:].astype(np.float64)
-    edges = profile.redshift_grid.edges()
-    parts, importances = [], {}
-    with timed(study, "forest-fit"):
-        for k in range(s["folds"]):  # the CNN runs' folds: fold k validates, the others train
-            train, test = rows[fold[rows] != k], rows[fold[rows] == k]
-            print(f"forest: fold {k}: {len(train)} training, {len(test)} validation objects", flush=True)
-            forest = RandomForestRegressor(
-                n_estimators=s["trees"],
-                min_samples_leaf=s["min_leaf"],
-                n_jobs=s.get("jobs", 2),
-                random_state=s["seed"] * 100 + k,
-            )
-            forest.fit(features[train], z_spec[train])
-            pdfs, z_mean = tree_pdfs(forest, features[test], edges)
-            parts.append((test, pdfs, z_mean))
-            importances[str(k)] = dict(zip(labels, np.round(forest.feature_importances_, 4).tolist()))
-    test = np.concatenate([p[0] for p in parts])
-    pdfs = np.concatenate([p[1] for p in parts])
-    columns = {
-        "ID": group["id"][:][test],
-        "RA": group["ra"][:][test],
-        "DEC": group["dec"][:][test],
-        **summarise_pdfs(pdfs, edges, group["id"][:][test]),
-        "Z_REG": np.concatenate([p[2] for p in parts]).astype(np.float32),
-        "FLAGS": group["flags"][:][test],
-        "EBV": group["ebv"][:][test].astype(np.float32),
-        "PDF": pdfs,
-        "Z_SPEC": z_spec[test].astype(np.float32),
-        "FOLD": fold[test].astype(np.int16),
-        f"MAG_{profile.reference_band.upper()}": group["mag_ref"][:][test].astype(np.float32),
-    }
+
+def fit_forest(study: Study, features: np.ndarray, z_spec: np.ndarray, fold: int):
+    """The random forest of CV fold ``fold`` (seeded by it: refitting gives the same forest)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    s = study.settings
+    forest = RandomForestRegressor(
+        n_estimators=s["trees"],
+        min_samples_leaf=s["min_leaf"],
+        n_jobs=s.get("jobs", 2),
+        random_state=s["seed"] * 100 + fold,
+    )
+    return forest.fit(features, z_spec)
+
+
+def write_forest_catalogue(
+    study: Study, path: Path, group, rows: np.ndarray, pdfs: np.ndarray, z_mean: np.ndarray, labels: list[str],
+    kind: str, folds: np.ndarray | None,
+) -> None:  # fmt: skip
+    """The forest's PDFs of ``group``'s ``rows`` as an mmz photo-z catalogue, with Z_SPEC and the ref. magnitude."""
+    from mmzcli import __version__
+    from mmzcli.catalog import summarise_pdfs, write_photoz
+
+    s, profile = study.settings, study.profile()
     grid = profile.redshift_grid
+    edges = grid.edges()
+    ids = group["id"][:][rows]
+    columns = {
+        "ID": ids,
+        "RA": group["ra"][:][rows],
+        "DEC": group["dec"][:][rows],
+        **summarise_pdfs(pdfs, edges, ids),
+        "Z_REG": z_mean.astype(np.float32),
+        "FLAGS": group["flags"][:][rows],
+        "EBV": group["ebv"][:][rows].astype(np.float32),
+        "PDF": pdfs,
+        "Z_SPEC": group["z_spec"][:][rows].astype(np.float32),
+        **({} if folds is None else {"FOLD": folds.astype(np.int16)}),
+        f"MAG_{profile.reference_band.upper()}": group["mag_ref"][:][rows].astype(np.float32),
+    }
     settings = f"trees={s['trees']} min_leaf={s['min_leaf']} aperture={s['aperture']} seed={s['seed']}"
     header = {
         "MMZVERS": (__version__, "mmz version"),
-        "CATKIND": ("oof", "tiles: survey sources; oof: out-of-fold"),
+        "CATKIND": (kind, "tiles: survey sources; oof: out-of-fold; test: test survey"),
         "PROFILE": (profile.name, "survey profile"),
         "RUN": ("colour-forest", "random forest on aperture colours"),
         "RUNHASH": (hashlib.sha256(settings.encode()).hexdigest()[:16], "sha256 of the forest settings"),
@@ -618,9 +614,41 @@ def step_forest(study: Study) -> None:
         "APERDIAM": (s["aperture"], "[arcsec] aperture diameter, at the stamp centre"),
         "MAGKIND": ("asinh", "Lupton et al. 1999; softening = median 1-sigma noise"),
     }
-    write_photoz(catalogue, columns, edges, header)
+    write_photoz(path, columns, edges, header)
+
+
+def step_forest(study: Study) -> None:
+    from mmzcli import __version__
+    from mmzcli.cubeset import labelled_rows
+    from mmzcli.store import cubes_path, open_store
+
+    s, root = study.settings, study.root
+    catalogue = root / "oof-forest.fits"
+    if catalogue.exists():
+        print(f"forest: catalogue {catalogue.name} done")
+        return
+    profile = study.profile()
+    group = open_store(cubes_path(root))
+    phot = survey_photometry(study, root, group, profile)
+    features, labels, softening = forest_features(phot, group, profile)
+
+    rows = labelled_rows(group)
+    fold, z_spec = group["fold"][:], group["z_spec"][:].astype(np.float64)
+    edges = profile.redshift_grid.edges()
+    parts, importances = [], {}
+    with timed(study, "forest-fit"):
+        for k in range(s["folds"]):  # the CNN runs' folds: fold k validates, the others train
+            train, test = rows[fold[rows] != k], rows[fold[rows] == k]
+            print(f"forest: fold {k}: {len(train)} training, {len(test)} validation objects", flush=True)
+            forest = fit_forest(study, features[train], z_spec[train], k)
+            pdfs, z_mean = tree_pdfs(forest, features[test], edges)
+            parts.append((test, pdfs, z_mean))
+            importances[str(k)] = dict(zip(labels, np.round(forest.feature_importances_, 4).tolist()))
+    test = np.concatenate([p[0] for p in parts])
+    pdfs, z_mean = (np.concatenate([p[i] for p in parts]) for i in (1, 2))
+    write_forest_catalogue(study, catalogue, group, test, pdfs, z_mean, labels, "oof", fold[test])
     write_json(
-        folder / "forest.json",
+        root / "forest" / "forest.json",
         {
             "mmz_version": __version__,
             "features": labels,
@@ -690,6 +718,38 @@ def issue_targets(survey: str, overall: dict[str, dict], boot: dict) -> dict:
     }
 
 
+def score(study: Study, cats: dict[str, Path], out: Path, truth: Path | None = None) -> tuple[dict, dict]:
+    """``mmz evaluate`` of the three catalogues and ``mmz bootstrap`` of each pair in PAIRS, into ``out``
+    (``evaluate/``, ``bootstrap/``); ``truth`` is the spectroscopic table of catalogues without Z_SPEC."""
+    s, step = study.settings, "" if out == study.root else f"{out.name}-"
+    with_truth = [] if truth is None else ["--truth", str(truth)]
+    evaluated = json.loads(
+        mmz(study, f"{step}evaluate", "-q", "evaluate", *map(str, cats.values()), *with_truth,
+            "-o", str(out / "evaluate"), "--json", capture=True)
+    )  # fmt: skip
+    report = read_json(out / "evaluate" / "metrics.json")
+    by_path = {c["path"]: c for c in report["catalogs"]}
+    metrics = {}
+    for m, path in cats.items():
+        full = by_path.get(str(path), {})
+        overall = {**evaluated[str(path)], **full.get("overall", {})}  # the file adds the spread over folds
+        metrics[m] = {"overall": overall, **{k: full.get(k) for k in ("by_mag", "by_z_spec", "by_z_phot", "pit")}}
+    boot = {}
+    for base, other in PAIRS:
+        folder = out / "bootstrap" / f"{base}-vs-{other}"
+        result = json.loads(
+            mmz(study, f"{step}bootstrap-{base}-vs-{other}", "-q", "bootstrap", str(cats[base]), str(cats[other]),
+                *with_truth, "-K", str(s["resamples"]), "--seed", str(s["seed"]), "-o", str(folder), "--json",
+                capture=True)
+        )  # fmt: skip
+        full = read_json(folder / "bootstrap.json", {})
+        boot[f"{other}_vs_{base}"] = {
+            k: {**v, "delta_ci95": full.get(k, {}).get("delta_ci95")} for k, v in result.items()
+        }
+        boot[f"{other}_vs_{base}"]["n"] = full.get("n")
+    return metrics, boot
+
+
 def step_analyse(study: Study) -> dict:
     from mmzcli import __version__
     from mmzcli.cubeset import labelled_rows
@@ -705,50 +765,7 @@ def step_analyse(study: Study) -> dict:
         if check.returncode != 0:
             sys.exit(f"analyse: 'mmz {name}' is not available in this checkout yet; run --step analyse later")
 
-    evaluated = json.loads(
-        mmz(
-            study,
-            "evaluate",
-            "-q",
-            "evaluate",
-            *map(str, cats.values()),
-            "-o",
-            str(root / "evaluate"),
-            "--json",
-            capture=True,
-        )
-    )
-    report = read_json(root / "evaluate" / "metrics.json")
-    by_path = {c["path"]: c for c in report["catalogs"]}
-    metrics = {}
-    for m, path in cats.items():
-        full = by_path.get(str(path), {})
-        overall = {**evaluated[str(path)], **full.get("overall", {})}  # the file adds the spread over folds
-        metrics[m] = {"overall": overall, **{k: full.get(k) for k in ("by_mag", "by_z_spec", "by_z_phot", "pit")}}
-    boot = {}
-    for base, other in PAIRS:
-        out = json.loads(
-            mmz(
-                study,
-                f"bootstrap-{base}-vs-{other}",
-                "-q",
-                "bootstrap",
-                str(cats[base]),
-                str(cats[other]),
-                "-K",
-                str(s["resamples"]),
-                "--seed",
-                str(s["seed"]),
-                "-o",
-                str(root / "bootstrap" / f"{base}-vs-{other}"),
-                "--json",
-                capture=True,
-            )
-        )
-        full = read_json(root / "bootstrap" / f"{base}-vs-{other}" / "bootstrap.json", {})
-        boot[f"{other}_vs_{base}"] = {k: {**v, "delta_ci95": full.get(k, {}).get("delta_ci95")} for k, v in out.items()}
-        boot[f"{other}_vs_{base}"]["n"] = full.get("n")
-
+    metrics, boot = score(study, cats, root)
     targets = issue_targets(s["profile"], {m: metrics[m]["overall"] for m in MODELS}, boot)
     forest = targets["cnn_vs_forest"]
     ratios = {"baseline/forest": forest["baseline_ratio"], "multimodal/forest": forest["ratio"]}
@@ -795,6 +812,93 @@ def step_analyse(study: Study) -> dict:
     write_json(root / "accuracy.json", result)
     print_report(result)
     print(f"\nwrote {root / 'accuracy.json'}; plots in {root / 'evaluate'} and {root / 'bootstrap'}")
+    return result
+
+
+# ----------------------------------------------------------------------------- step 4: an independent test survey
+
+TEST_SEED_OFFSET = 1000  # the test survey's simulation seed: the study's + 1000, another draw of the same survey
+
+
+def step_test(study: Study, n: int) -> dict:
+    """Fold 0's three models on an independent simulated test survey (same profile and depth, another seed).
+
+    Its galaxies influenced no training, epoch, normalisation or choice, and there can be as many as
+    wanted, which gives the paired bootstrap the power that one held-out fold of a small study lacks.
+    The CNNs predict from the test tiles with ``mmz predict`` (the user's path, not the cubes); the
+    forest is fold 0's refitted (same seed, same forest) on the study's aperture photometry, with the
+    study's asinh softening.  Writes ``test/`` (an mmz project) and ``test/accuracy-test.json``.
+    """
+    from mmzcli.cubeset import labelled_rows
+    from mmzcli.store import cubes_path, is_complete, open_store
+
+    s, root, test = study.settings, study.root, study.root / "test"
+    test.mkdir(exist_ok=True)
+    wanted = {"n": n, "seed": s["seed"] + TEST_SEED_OFFSET}
+    stored = read_json(test / "test.json")
+    if stored is not None and stored != wanted:
+        sys.exit(f"{test / 'test.json'}: the test survey was made with {stored}, not {wanted}; "
+                 f"give --test-n {stored['n']}, or remove {test} to make another")  # fmt: skip
+    write_json(test / "test.json", wanted)
+    if not (test / "specz.fits").exists():
+        mmz(study, "test-simulate", "simulate", "--profile", study.profile_arg, "-n", str(n), "--project", str(test),
+            "-j", str(s.get("jobs", 2)), "--seed", str(wanted["seed"]))  # fmt: skip
+    if not is_complete(cubes_path(test)):
+        mmz(study, "test-build-cubes", "build-cubes", "--project", str(test), "-j", str(s.get("jobs", 2)))
+    truth = test / "specz.fits"
+
+    cats = {m: test / f"test-{m}.fits" for m in MODELS}
+    for model in ("baseline", "multimodal"):
+        run_dir = root / "runs" / study.run_name(model)
+        if not (run_dir / "fold0_seed0.pt").exists():
+            sys.exit(f"test: run {run_dir.name} has no finished fold-0 model ({run_dir}); train it first")
+        if predicted_from(cats[model], run_dir):
+            print(f"test: catalogue {cats[model].name} done")
+            continue
+        tiles = sorted(str(t) for t in (test / "tiles").glob("*.fits"))
+        mmz(study, f"test-predict-{model}", "predict", *tiles, "--catalog", str(truth), "--project", str(test),
+            "--run", str(run_dir), "--raw", "-j", str(s.get("jobs", 2)), "-o", str(cats[model]),
+            "--overwrite")  # fmt: skip
+
+    if not cats["forest"].exists():
+        profile = study.profile()
+        group, test_group = open_store(cubes_path(root)), open_store(cubes_path(test))
+        features, labels, softening = forest_features(survey_photometry(study, root, group, profile), group, profile)
+        test_features, _, _ = forest_features(
+            survey_photometry(study, test, test_group, profile), test_group, profile, softening
+        )
+        rows, test_rows = labelled_rows(group), labelled_rows(test_group)
+        train = rows[group["fold"][:][rows] != 0]
+        with timed(study, "test-forest"):
+            forest = fit_forest(study, features[train], group["z_spec"][:][train].astype(np.float64), 0)
+            pdfs, z_mean = tree_pdfs(forest, test_features[test_rows], profile.redshift_grid.edges())
+        write_forest_catalogue(study, cats["forest"], test_group, test_rows, pdfs, z_mean, labels, "test", None)
+
+    metrics, boot = score(study, cats, test, truth)
+    result = {
+        "simulated": True,
+        "note": "Every figure here comes from surveys simulated by mmz simulate, not from real data.",
+        "test_survey": {**wanted, "dir": str(test), "objects": metrics["baseline"]["overall"]["n"]},
+        "models": {m: study.run_name(m) if m != "forest" else "colour forest, fold 0" for m in MODELS},
+        "trained_on": "fold 0's training folds of the study (its held-out fold and the test survey: never)",
+        "written": now(),
+        "metrics": metrics,
+        "bootstrap": boot,
+        "targets": issue_targets(s["profile"], {m: metrics[m]["overall"] for m in MODELS}, boot),
+    }
+    write_json(test / "accuracy-test.json", result)
+    size = result["test_survey"]["objects"]
+    print(f"\n## Independent SIMULATED test survey: {size} objects, seed {wanted['seed']}\n")
+    print("| model | σ_MAD | η | bias | CRPS |\n|---|---|---|---|---|")
+    for m in MODELS:
+        o = metrics[m]["overall"]
+        print(f"| {m} ({result['models'][m]}) | {o['sigma_mad']:.4f} | {100 * o['eta']:.2f}% | {o['bias']:+.4f} "
+              f"| {o.get('crps', float('nan')):.4f} |")  # fmt: skip
+    for key, b in boot.items():
+        cells = ", ".join(f"{metric} {100 * b[metric]['gain']:+.1f}% (p = {b[metric]['p_value']:.4f})"
+                          for metric in ("sigma_mad", "eta", "crps") if b[metric]["gain"] is not None)  # fmt: skip
+        print(f"- {key.replace('_vs_', ' vs ')}: {cells}")
+    print(f"\nwrote {test / 'accuracy-test.json'}")
     return result
 
 
@@ -909,11 +1013,13 @@ def parse_args(argv=None):
     p.add_argument("--jobs", "-j", type=int, default=2, help="processes for simulate/build-cubes, forest threads [2]")
     p.add_argument(
         "--step",
-        choices=("all", "data", "train", "forest", "analyse", "variants"),
+        choices=("all", "data", "train", "forest", "analyse", "variants", "test"),
         default="all",
         help="train = both CNNs and the forest; forest = the forest alone; variants = the fusion-stage and "
-        "modality-size runs against the baseline (variants.json)",
+        "modality-size runs against the baseline (variants.json); test = fold 0's models on an independent "
+        "simulated test survey (test/accuracy-test.json)",
     )
+    p.add_argument("--test-n", type=int, default=10000, help="galaxies of the --step test survey [10000]")
     p.add_argument("--parallel", type=int, default=1, help="runs trained at once by --step variants (a GPU) [1]")
     p.add_argument(
         "--run",
@@ -949,6 +1055,8 @@ def main(argv=None) -> None:
                 step_cnn(study, model)
         if args.step in ("all", "analyse"):
             step_analyse(study)
+        if args.step == "test":
+            step_test(study, args.test_n)
         if args.step == "variants":
             step_data(study)
             step_variants(study, args.parallel, args.variants.split(",") if args.variants else None)

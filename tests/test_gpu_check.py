@@ -80,3 +80,17 @@ def test_the_gpu_study_runs_on_a_cpu_and_brings_back_the_variants_table(tmp_path
     report = json.loads((tmp_path / "study" / "accuracy.json").read_text())
     assert report["training"]["multimodal"]["run"] == "dropout" and report["training"]["baseline"]["run"] == "baseline"
     assert report["training"]["multimodal"]["recipe"]["epochs"] == 1
+
+    # fold 0's models on an independent test survey: the CNNs from its tiles, the forest refitted, all scored
+    done = subprocess.run([*study, "--step", "test", "--test-n", "200", "--run", "multimodal=dropout"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    test = tmp_path / "study" / "test"
+    result = json.loads((test / "accuracy-test.json").read_text())
+    assert result["simulated"] is True and result["test_survey"]["seed"] == 1001
+    assert result["models"]["multimodal"] == "dropout" and result["test_survey"]["objects"] >= 50
+    assert set(result["bootstrap"]) == {"multimodal_vs_baseline", "baseline_vs_forest", "multimodal_vs_forest"}
+    assert fitsio.read_header(str(test / "test-multimodal.fits"), "PHOTOZ")["CATKIND"] == "tiles"
+    assert fitsio.read_header(str(test / "test-forest.fits"), "PHOTOZ")["CATKIND"].strip() == "test"
+    other_size = subprocess.run([*study, "--step", "test", "--test-n", "300"], capture_output=True, text=True)
+    assert other_size.returncode != 0 and "--test-n 200" in other_size.stderr
