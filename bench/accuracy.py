@@ -37,7 +37,8 @@ Writes into the study directory (which is also the mmz project): the simulation 
 ``cubes.zarr``, ``runs/baseline`` and ``runs/multimodal``, ``oof-{baseline,multimodal,forest}.fits``,
 ``forest/`` (photometry, feature importances), ``evaluate/`` (metrics.json and plots),
 ``bootstrap/<base>-vs-<other>/``, ``accuracy.json`` (everything below), ``commands.txt`` (every
-command run, for docs) and ``timings.json`` (wall time of every step, summed over sessions).
+command run, for docs) and ``timings.json`` (wall time of every step, summed over sessions);
+``--step test`` adds ``test/``, the independent test survey, its catalogues and ``accuracy-test.json``.
 Every figure it prints comes from a SIMULATED survey.
 """
 
@@ -601,7 +602,7 @@ def write_forest_catalogue(
         "PROFILE": (profile.name, "survey profile"),
         "RUN": ("colour-forest", "random forest on aperture colours"),
         "RUNHASH": (hashlib.sha256(settings.encode()).hexdigest()[:16], "sha256 of the forest settings"),
-        "NMODELS": (s["folds"], "forests: each object predicted by its fold's"),
+        "NMODELS": (1 if folds is None else s["folds"], "forests: each object predicted by its fold's"),
         "FUSION": ("none", "not a CNN"),
         "MODALITY": (" ".join(labels), "forest features"),
         "NBINS": (grid.n_bins, "redshift bins of the PDF"),
