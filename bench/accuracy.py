@@ -293,6 +293,20 @@ def timed(study: Study, step: str):
     study.log_time(step, time.perf_counter() - start)
 
 
+def bootstrap(study: Study, base: Path, other: Path, out: Path, step: str, truth: Path | None = None) -> dict:
+    """``mmz bootstrap BASE OTHER`` into ``out``: per metric base, other, gain, p-value and the 95% interval of
+    the difference; ``truth`` is the spectroscopic table of catalogues without Z_SPEC."""
+    s = study.settings
+    with_truth = [] if truth is None else ["--truth", str(truth)]
+    result = json.loads(
+        mmz(study, step, "-q", "bootstrap", str(base), str(other), *with_truth, "-K", str(s["resamples"]),
+            "--seed", str(s["seed"]), "-o", str(out), "--json", capture=True)
+    )  # fmt: skip
+    full = read_json(out / "bootstrap.json", {})
+    metrics = {k: {**v, "delta_ci95": full.get(k, {}).get("delta_ci95")} for k, v in result.items()}
+    return {**metrics, "n": full.get("n")}
+
+
 # ----------------------------------------------------------------------------- step 1: data
 
 
@@ -414,25 +428,8 @@ def step_variants(study: Study, parallel: int, only: list[str] | None = None) ->
     s, root = study.settings, study.root
     rows = {}
     for name in names[1:]:
-        out = root / "bootstrap" / f"baseline-vs-{name}"
-        boot = json.loads(
-            mmz(
-                study,
-                f"bootstrap-baseline-vs-{name}",
-                "-q",
-                "bootstrap",
-                str(root / "oof-baseline.fits"),
-                str(root / f"oof-{name}.fits"),
-                "-K",
-                str(s["resamples"]),
-                "--seed",
-                str(s["seed"]),
-                "-o",
-                str(out),
-                "--json",
-                capture=True,
-            )  # fmt: skip
-        )
+        boot = bootstrap(study, root / "oof-baseline.fits", root / f"oof-{name}.fits",
+                         root / "bootstrap" / f"baseline-vs-{name}", f"bootstrap-baseline-vs-{name}")  # fmt: skip
         rows[name] = {m: boot[m] for m in ("sigma_mad", "eta", "crps")}
         rows[name]["training"] = run_speed(root / "runs" / study.run_name(name))
     if "dropout" in rows:  # which band pair matters at which redshift (paper Fig. 10)
@@ -722,7 +719,7 @@ def issue_targets(survey: str, overall: dict[str, dict], boot: dict) -> dict:
 def score(study: Study, cats: dict[str, Path], out: Path, truth: Path | None = None) -> tuple[dict, dict]:
     """``mmz evaluate`` of the three catalogues and ``mmz bootstrap`` of each pair in PAIRS, into ``out``
     (``evaluate/``, ``bootstrap/``); ``truth`` is the spectroscopic table of catalogues without Z_SPEC."""
-    s, step = study.settings, "" if out == study.root else f"{out.name}-"
+    step = "" if out == study.root else f"{out.name}-"
     with_truth = [] if truth is None else ["--truth", str(truth)]
     evaluated = json.loads(
         mmz(study, f"{step}evaluate", "-q", "evaluate", *map(str, cats.values()), *with_truth,
@@ -735,19 +732,11 @@ def score(study: Study, cats: dict[str, Path], out: Path, truth: Path | None = N
         full = by_path.get(str(path), {})
         overall = {**evaluated[str(path)], **full.get("overall", {})}  # the file adds the spread over folds
         metrics[m] = {"overall": overall, **{k: full.get(k) for k in ("by_mag", "by_z_spec", "by_z_phot", "pit")}}
-    boot = {}
-    for base, other in PAIRS:
-        folder = out / "bootstrap" / f"{base}-vs-{other}"
-        result = json.loads(
-            mmz(study, f"{step}bootstrap-{base}-vs-{other}", "-q", "bootstrap", str(cats[base]), str(cats[other]),
-                *with_truth, "-K", str(s["resamples"]), "--seed", str(s["seed"]), "-o", str(folder), "--json",
-                capture=True)
-        )  # fmt: skip
-        full = read_json(folder / "bootstrap.json", {})
-        boot[f"{other}_vs_{base}"] = {
-            k: {**v, "delta_ci95": full.get(k, {}).get("delta_ci95")} for k, v in result.items()
-        }
-        boot[f"{other}_vs_{base}"]["n"] = full.get("n")
+    boot = {
+        f"{other}_vs_{base}": bootstrap(study, cats[base], cats[other], out / "bootstrap" / f"{base}-vs-{other}",
+                                        f"{step}bootstrap-{base}-vs-{other}", truth)
+        for base, other in PAIRS
+    }  # fmt: skip
     return metrics, boot
 
 
@@ -822,7 +811,8 @@ TEST_SEED_OFFSET = 1000  # the test survey's simulation seed: the study's + 1000
 
 
 def step_test(study: Study, n: int) -> dict:
-    """Fold 0's three models on an independent simulated test survey (same profile and depth, another seed).
+    """Fold 0's three models, and the variant runs that exist, on an independent simulated test survey (same
+    profile and depth, another seed).
 
     Its galaxies influenced no training, epoch, normalisation or choice, and there can be as many as
     wanted, which gives the paired bootstrap the power that one held-out fold of a small study lacks.
@@ -848,10 +838,14 @@ def step_test(study: Study, n: int) -> dict:
         mmz(study, "test-build-cubes", "build-cubes", "--project", str(test), "-j", str(s.get("jobs", 2)))
     truth = test / "specz.fits"
 
-    cats = {m: test / f"test-{m}.fits" for m in MODELS}
-    for model in ("baseline", "multimodal"):
+    def trained(name: str) -> bool:
+        return (root / "runs" / study.run_name(name) / "fold0_seed0.pt").exists()
+
+    variants = [v for v in VARIANT_FLAGS if trained(v)]  # those of --step variants that exist
+    cats = {m: test / f"test-{m}.fits" for m in (*MODELS, *variants)}
+    for model in ("baseline", "multimodal", *variants):
         run_dir = root / "runs" / study.run_name(model)
-        if not (run_dir / "fold0_seed0.pt").exists():
+        if not trained(model):
             sys.exit(f"test: run {run_dir.name} has no finished fold-0 model ({run_dir}); train it first")
         if predicted_from(cats[model], run_dir):
             print(f"test: catalogue {cats[model].name} done")
@@ -875,7 +869,12 @@ def step_test(study: Study, n: int) -> dict:
             pdfs, z_mean = tree_pdfs(forest, test_features[test_rows], profile.redshift_grid.edges())
         write_forest_catalogue(study, cats["forest"], test_group, test_rows, pdfs, z_mean, labels, "test", None)
 
-    metrics, boot = score(study, cats, test, truth)
+    metrics, boot = score(study, {m: cats[m] for m in MODELS}, test, truth)
+    against_baseline = {
+        v: bootstrap(study, cats["baseline"], cats[v], test / "bootstrap" / f"baseline-vs-{v}",
+                     f"test-bootstrap-baseline-vs-{v}", truth)
+        for v in variants
+    }  # fmt: skip
     result = {
         "simulated": True,
         "note": "Every figure here comes from surveys simulated by mmz simulate, not from real data.",
@@ -886,6 +885,7 @@ def step_test(study: Study, n: int) -> dict:
         "metrics": metrics,
         "bootstrap": boot,
         "targets": issue_targets(s["profile"], {m: metrics[m]["overall"] for m in MODELS}, boot),
+        "variants_against_baseline": {v: {**b, "run": study.run_name(v)} for v, b in against_baseline.items()},
     }
     write_json(test / "accuracy-test.json", result)
     size = result["test_survey"]["objects"]
@@ -899,6 +899,10 @@ def step_test(study: Study, n: int) -> dict:
         cells = ", ".join(f"{metric} {100 * b[metric]['gain']:+.1f}% (p = {b[metric]['p_value']:.4f})"
                           for metric in ("sigma_mad", "eta", "crps") if b[metric]["gain"] is not None)  # fmt: skip
         print(f"- {key.replace('_vs_', ' vs ')}: {cells}")
+    for v, b in against_baseline.items():
+        sm = b["sigma_mad"]
+        print(f"- {v} vs baseline: sigma_mad {sm['other']:.4f} ({100 * sm['gain']:+.1f}%, p = {sm['p_value']:.4f}), "
+              f"crps {100 * b['crps']['gain']:+.1f}% (p = {b['crps']['p_value']:.4f})")  # fmt: skip
     print(f"\nwrote {test / 'accuracy-test.json'}")
     return result
 

@@ -8,7 +8,7 @@
 #
 # On the lent GPU machine (bundle built here with `bash ../shared/tools/offline-site.sh`):
 #   mkdir -p /tmp/site && tar xJf .gpu-site/site.tar.xz -C /tmp/site && export PYTHONPATH=/tmp/site:$PWD
-#   OUT=$OUT GPU_STUDY_BUDGET=560 bash bench/gpu_study.sh
+#   OUT=$OUT GPU_STUDY_BUDGET=560 bash bench/gpu_study.sh   (GPU_STUDY_TEST_N=5000: also a test survey)
 # Its logic on a CPU (tests/test_gpu_check.py):
 #   GPU_STUDY_N=200 GPU_STUDY_EPOCHS=1 GPU_STUDY_DEVICE=cpu GPU_STUDY_VARIANTS=dropout bash bench/gpu_study.sh
 set -uo pipefail
@@ -22,6 +22,7 @@ EPOCHS=${GPU_STUDY_EPOCHS:-30}
 DEVICE=${GPU_STUDY_DEVICE:-cuda}
 VARIANTS=${GPU_STUDY_VARIANTS:-}    # a subset of bench/accuracy.py's VARIANT_FLAGS; empty: all eight
 BUDGET=${GPU_STUDY_BUDGET:-560}
+TEST_N=${GPU_STUDY_TEST_N:-0}       # > 0: then score every run on a test survey of that many (bench/accuracy.py --step test)
 STUDY=${GPU_STUDY_DIR:-$(mktemp -d)/hsc9-$N}
 CORES=$(nproc)
 export PYTHONUNBUFFERED=1
@@ -40,7 +41,7 @@ study() {  # study NAME SECONDS ARGS...: one step of bench/accuracy.py, capped i
 }
 collect() {  # whatever exists, into $OUT: on a timeout too
     for f in study.json accuracy.json variants.json timings.json commands.txt dropout-scan/dropout.json \
-        dropout-scan/dropout_vs_z.png; do
+        dropout-scan/dropout_vs_z.png test/accuracy-test.json; do
         [ -f "$STUDY/$f" ] && cp "$STUDY/$f" "$OUT/"
     done
     for run in "$STUDY"/runs/*/; do
@@ -81,6 +82,11 @@ if [ -n "$mps" ]; then echo quit | nvidia-cuda-mps-control; fi
 
 step "analyse: evaluate, baseline / multimodal / forest bootstrap"
 study analyse 50 -j "$CORES" --step analyse
+
+if [ "$TEST_N" -gt 0 ]; then  # every run again on an independent test survey: 8x the held-out objects at 10,000
+    step "test survey of $TEST_N galaxies ($(left) s left)"
+    study test "$(left)" -j "$CORES" --step test --test-n "$TEST_N"
+fi
 
 step "done in $((SECONDS - started)) s; results in $OUT${failed[*]:+; FAILED: ${failed[*]}}"
 [ ${#failed[@]} -eq 0 ]

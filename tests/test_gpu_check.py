@@ -56,6 +56,7 @@ def test_the_gpu_study_runs_on_a_cpu_and_brings_back_the_variants_table(tmp_path
         "GPU_STUDY_EPOCHS": "1",
         "GPU_STUDY_DEVICE": "cpu",
         "GPU_STUDY_VARIANTS": "dropout",
+        "GPU_STUDY_TEST_N": "200",
     }
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_study.sh")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -81,16 +82,20 @@ def test_the_gpu_study_runs_on_a_cpu_and_brings_back_the_variants_table(tmp_path
     assert report["training"]["multimodal"]["run"] == "dropout" and report["training"]["baseline"]["run"] == "baseline"
     assert report["training"]["multimodal"]["recipe"]["epochs"] == 1
 
-    # fold 0's models on an independent test survey: the CNNs from its tiles, the forest refitted, all scored
+    # fold 0's models on an independent test survey (made by gpu_study.sh): the CNNs from its tiles, the forest
+    # refitted, all scored, the variants against the baseline too
+    test = tmp_path / "study" / "test"
+    result = json.loads((out / "accuracy-test.json").read_text())
+    assert result["simulated"] is True and result["test_survey"]["seed"] == 1001
+    assert set(result["bootstrap"]) == {"multimodal_vs_baseline", "baseline_vs_forest", "multimodal_vs_forest"}
+    assert set(result["variants_against_baseline"]) == {"dropout"}
+    assert fitsio.read_header(str(test / "test-forest.fits"), "PHOTOZ")["CATKIND"].strip() == "test"
     done = subprocess.run([*study, "--step", "test", "--test-n", "200", "--run", "multimodal=dropout"],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    test = tmp_path / "study" / "test"
     result = json.loads((test / "accuracy-test.json").read_text())
-    assert result["simulated"] is True and result["test_survey"]["seed"] == 1001
     assert result["models"]["multimodal"] == "dropout" and result["test_survey"]["objects"] >= 50
-    assert set(result["bootstrap"]) == {"multimodal_vs_baseline", "baseline_vs_forest", "multimodal_vs_forest"}
-    assert fitsio.read_header(str(test / "test-multimodal.fits"), "PHOTOZ")["CATKIND"] == "tiles"
-    assert fitsio.read_header(str(test / "test-forest.fits"), "PHOTOZ")["CATKIND"].strip() == "test"
+    header = fitsio.read_header(str(test / "test-multimodal.fits"), "PHOTOZ")  # predicted again, by the new run
+    assert header["CATKIND"] == "tiles" and header["RUN"] == "dropout"
     other_size = subprocess.run([*study, "--step", "test", "--test-n", "300"], capture_output=True, text=True)
     assert other_size.returncode != 0 and "--test-n 200" in other_size.stderr
