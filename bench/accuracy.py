@@ -537,7 +537,7 @@ def tree_pdfs(forest, x: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.
     return (counts.reshape(x.shape[0], n_bins) / len(z)).astype(np.float32), z.mean(axis=0)
 
 
-def survey_photometry(study: Study, root: Path, group, profile) -> dict:
+def survey_photometry(study: Study, root: Path, group, profile, step: str = "forest-photometry") -> dict:
     """The aperture photometry of every stamp of ``root``'s cubes, measured once (``forest/photometry.npz``)."""
     folder = root / "forest"
     folder.mkdir(exist_ok=True)
@@ -546,7 +546,7 @@ def survey_photometry(study: Study, root: Path, group, profile) -> dict:
         return dict(np.load(path))
     aperture = study.settings["aperture"]
     print(f'\n== forest: {aperture:g}"-diameter aperture photometry of {group["cubes"].shape[0]} cubes', flush=True)
-    with timed(study, "forest-photometry" if root == study.root else "test-forest-photometry"):
+    with timed(study, step):
         phot = aperture_photometry(group["cubes"], group["band_ok"][:], profile, aperture)
     np.savez(folder / ".photometry.tmp.npz", id=group["id"][:], **phot)
     os.replace(folder / ".photometry.tmp.npz", path)
@@ -716,10 +716,12 @@ def issue_targets(survey: str, overall: dict[str, dict], boot: dict) -> dict:
     }
 
 
-def score(study: Study, cats: dict[str, Path], out: Path, truth: Path | None = None) -> tuple[dict, dict]:
+def score(
+    study: Study, cats: dict[str, Path], out: Path, truth: Path | None = None, step: str = ""
+) -> tuple[dict, dict]:
     """``mmz evaluate`` of the three catalogues and ``mmz bootstrap`` of each pair in PAIRS, into ``out``
-    (``evaluate/``, ``bootstrap/``); ``truth`` is the spectroscopic table of catalogues without Z_SPEC."""
-    step = "" if out == study.root else f"{out.name}-"
+    (``evaluate/``, ``bootstrap/``); ``truth`` is the spectroscopic table of catalogues without Z_SPEC, ``step``
+    the prefix of the steps' names in timings.json."""
     with_truth = [] if truth is None else ["--truth", str(truth)]
     evaluated = json.loads(
         mmz(study, f"{step}evaluate", "-q", "evaluate", *map(str, cats.values()), *with_truth,
@@ -843,6 +845,7 @@ def step_test(study: Study, n: int) -> dict:
 
     variants = [v for v in VARIANT_FLAGS if trained(v)]  # those of --step variants that exist
     cats = {m: test / f"test-{m}.fits" for m in (*MODELS, *variants)}
+    tiles = sorted(str(t) for t in (test / "tiles").glob("*.fits"))
     for model in ("baseline", "multimodal", *variants):
         run_dir = root / "runs" / study.run_name(model)
         if not trained(model):
@@ -850,7 +853,6 @@ def step_test(study: Study, n: int) -> dict:
         if predicted_from(cats[model], run_dir):
             print(f"test: catalogue {cats[model].name} done")
             continue
-        tiles = sorted(str(t) for t in (test / "tiles").glob("*.fits"))
         mmz(study, f"test-predict-{model}", "predict", *tiles, "--catalog", str(truth), "--project", str(test),
             "--run", str(run_dir), "--raw", "-j", str(s.get("jobs", 2)), "-o", str(cats[model]),
             "--overwrite")  # fmt: skip
@@ -859,9 +861,8 @@ def step_test(study: Study, n: int) -> dict:
         profile = study.profile()
         group, test_group = open_store(cubes_path(root)), open_store(cubes_path(test))
         features, labels, softening = forest_features(survey_photometry(study, root, group, profile), group, profile)
-        test_features, _, _ = forest_features(
-            survey_photometry(study, test, test_group, profile), test_group, profile, softening
-        )
+        test_phot = survey_photometry(study, test, test_group, profile, "test-forest-photometry")
+        test_features, _, _ = forest_features(test_phot, test_group, profile, softening)
         rows, test_rows = labelled_rows(group), labelled_rows(test_group)
         train = rows[group["fold"][:][rows] != 0]
         with timed(study, "test-forest"):
@@ -869,7 +870,7 @@ def step_test(study: Study, n: int) -> dict:
             pdfs, z_mean = tree_pdfs(forest, test_features[test_rows], profile.redshift_grid.edges())
         write_forest_catalogue(study, cats["forest"], test_group, test_rows, pdfs, z_mean, labels, "test", None)
 
-    metrics, boot = score(study, {m: cats[m] for m in MODELS}, test, truth)
+    metrics, boot = score(study, {m: cats[m] for m in MODELS}, test, truth, step="test-")
     against_baseline = {
         v: bootstrap(study, cats["baseline"], cats[v], test / "bootstrap" / f"baseline-vs-{v}",
                      f"test-bootstrap-baseline-vs-{v}", truth)
