@@ -288,7 +288,10 @@ def train(
     patience: Annotated[
         int,
         typer.Option(
-            "--patience", help="Stop after this many epochs without a better inner validation loss (0: never).", min=0
+            "--patience",
+            help="Stop after this many epochs without a better inner validation loss, counted in the last 20% of "
+            "the epochs of a cosine schedule, where its rate has decayed (0: never).",
+            min=0,
         ),
     ] = 5,
     precise_bn: Annotated[

@@ -98,8 +98,8 @@ def test_the_learning_rate_warms_up_then_decays_to_its_floor():
     assert learning_rate(TrainConfig(lr=1e-3, batch_size=128, scale_lr=True, schedule="constant"), 0, 10) == 4e-3
 
 
-def test_training_stops_when_the_inner_validation_loss_stops_improving(project, monkeypatch, tmp_path):
-    """Patience 2 and a validation loss that only worsens after epoch 1: 3 epochs of the 10 planned."""
+def _worsening_validation_loss(monkeypatch):
+    """Every epoch's inner validation loss worse than the last: the best epoch is the first."""
     losses = iter(1.0 + 0.1 * np.arange(100))
     original = train.evaluate_rows
 
@@ -108,14 +108,51 @@ def test_training_stops_when_the_inner_validation_loss_stops_improving(project, 
         return pdfs, regs, float(next(losses))
 
     monkeypatch.setattr(train, "evaluate_rows", worsening)
+
+
+def test_training_stops_when_the_inner_validation_loss_stops_improving(project, monkeypatch, tmp_path):
+    """Constant rate, patience 2, a validation loss that only worsens after epoch 1: 3 epochs of the 10 planned."""
+    _worsening_validation_loss(monkeypatch)
     where = tmp_path / "p"
     shutil.copytree(project, where, ignore=shutil.ignore_patterns("runs"))
-    mmz_ok("-q", "train", "--project", where, "--epochs", "10", "--patience", "2", *TINY)
+    mmz_ok("-q", "train", "--project", where, "--epochs", "10", "--patience", "2", "--schedule", "constant", *TINY)
     metrics = load_checkpoint(RunDir(where / "runs" / "run").model_path(0, 0))["metrics"]
     assert metrics["epochs_trained"] == 3 and metrics["best_epoch"] == 0
-    rates = [h["lr"] for h in metrics["history"]]  # recorded per epoch: past the warm-up, the cosine decays
-    assert 1e-3 > rates[0] > rates[1] > rates[2] > 1e-5
     assert "stopped after epoch 3" in (where / "runs" / "run" / "train.log").read_text()
+
+
+def test_a_cosine_schedule_is_not_stopped_before_its_rate_has_decayed(project, monkeypatch, tmp_path):
+    """The same worsening loss under the cosine: patience counts only in the last 20% of the epochs, so all 5 run.
+
+    Before, patience stopped an hsc9 run at 31% of the peak rate and kept a worse model (docs/accuracy.md).
+    """
+    _worsening_validation_loss(monkeypatch)
+    where = tmp_path / "p"
+    shutil.copytree(project, where, ignore=shutil.ignore_patterns("runs"))
+    mmz_ok("-q", "train", "--project", where, "--epochs", "5", "--patience", "1", *TINY)
+    metrics = load_checkpoint(RunDir(where / "runs" / "run").model_path(0, 0))["metrics"]
+    assert metrics["epochs_trained"] == 5 and metrics["best_epoch"] == 0
+    rates = [h["lr"] for h in metrics["history"]]  # recorded per epoch: past the warm-up, the cosine decays
+    assert 1e-3 > rates[0] > rates[1] > rates[2] > rates[3] > rates[4] > 1e-5
+    assert "stopped after" not in (where / "runs" / "run" / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "best_epoch", "epoch", "stops"),
+    [
+        ("cosine", 28, 34, False),  # the hsc9 run that patience cut at 31% of the peak rate
+        ("cosine", 28, 40, False),  # epochs 36-39 of the tail: 4 counted
+        ("cosine", 28, 41, True),  # epochs 36-40: 5 counted
+        ("cosine", 38, 43, False),
+        ("cosine", 38, 44, True),
+        ("constant", 28, 33, False),
+        ("constant", 28, 34, True),
+    ],
+)
+def test_patience_counts_the_epochs_of_the_annealed_tail(schedule, best_epoch, epoch, stops):
+    config = TrainConfig(epochs=45, patience=5, schedule=schedule)
+    assert train.stopped_early(config, best_epoch, epoch) is stops
+    assert train.stopped_early(replace(config, patience=0), best_epoch, epoch) is False
 
 
 def test_training_subsets_are_nested_and_leave_validation_and_held_out_objects_whole():
