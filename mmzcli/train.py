@@ -199,7 +199,7 @@ ANNEALED_TAIL = 0.2  # share of the planned epochs, at the end of a decaying sch
 def patience_counts_from(config: TrainConfig) -> int:
     """The first epoch whose failure to improve counts towards ``patience``. On a decaying schedule only the
     annealed tail counts: at a higher rate the inner validation loss wanders by about 1% from epoch to epoch
-    and the decay still to come brings the last gains (an hsc9 run stopped at 31% of the peak rate kept a
+    and the decay still to come brings the last gains (an hsc9 run stopped at 16% of the peak rate kept a
     model 17% worse than the 30-epoch run trained to the end: docs/accuracy.md)."""
     return 0 if config.schedule == "constant" else round(config.epochs * (1 - ANNEALED_TAIL))
 
