@@ -124,7 +124,7 @@ def test_training_stops_when_the_inner_validation_loss_stops_improving(project, 
 def test_a_cosine_schedule_is_not_stopped_before_its_rate_has_decayed(project, monkeypatch, tmp_path):
     """The same worsening loss under the cosine: patience counts only in the last 20% of the epochs, so all 5 run.
 
-    Before, patience stopped an hsc9 run at 31% of the peak rate and kept a worse model (docs/accuracy.md).
+    Before, patience stopped an hsc9 run at 16% of the peak rate and kept a worse model (docs/accuracy.md).
     """
     _worsening_validation_loss(monkeypatch)
     where = tmp_path / "p"
@@ -140,7 +140,7 @@ def test_a_cosine_schedule_is_not_stopped_before_its_rate_has_decayed(project, m
 @pytest.mark.parametrize(
     ("schedule", "best_epoch", "epoch", "stops"),
     [
-        ("cosine", 28, 34, False),  # the hsc9 run that patience cut at 31% of the peak rate
+        ("cosine", 28, 34, False),  # the hsc9 run that patience cut at 16% of the peak rate
         ("cosine", 28, 40, False),  # epochs 36-39 of the tail: 4 counted
         ("cosine", 28, 41, True),  # epochs 36-40: 5 counted
         ("cosine", 38, 43, False),
