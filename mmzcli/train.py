@@ -352,7 +352,7 @@ def train_one(job: ModelJob, source: CubeSet, device, dist_info, report) -> dict
     steps = len(train_rows) // (config.batch_size * world)
     for epoch in range(start, config.epochs):
         if stopped_early(config, best["epoch"], epoch):  # checked before each epoch: a resumed run stops alike
-            tail = "" if config.schedule == "constant" else " of the cosine's last 20%"
+            tail = f" of the cosine's last {ANNEALED_TAIL:.0%}" if patience_counts_from(config) else ""
             report.note(
                 f"fold {fold} seed {seed}: stopped after epoch {epoch}, no better inner validation "
                 f"loss for {config.patience} epochs{tail} (best: epoch {best['epoch'] + 1})"
