@@ -70,6 +70,7 @@ MGS_LIMIT = 17.77  # SDSS main galaxy sample: dereddened Petrosian r
 KS_VEGA_TO_AB = 1.85  # 2MASS Ks (Blanton et al. 2005)
 TWOMASS_KS = {"name": "Ks", "filter": "twomass_Ks", "wavelength": 21590, "depth": 20.0, "psf_fwhm": 1.3}
 COLOUR_Z_EDGES = np.array([0.0, 0.05, 0.08, 0.11, 0.14, 0.18, 0.25])
+LIKE_2MASS = "simulated, 2MASS-like"  # the simulated sample cut at the real sample's 95th percentile in Ks
 
 
 def real_sdss() -> dict[str, np.ndarray]:
@@ -120,8 +121,8 @@ def colour_quantiles(z: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 def against_real_sdss(n_sim: int, plot: bool) -> tuple[dict, float]:
     """The simulated sdss sample against real SDSS galaxies: the colour forest on each, and the
-    dereddened colours by redshift. Returns {sample: (N, σ_MAD, η(0.05), η(0.15), colour quantiles)}
-    and the Ks limit that makes the simulated sample 2MASS-like."""
+    dereddened colours by redshift. Returns {sample: (N, σ_MAD, η(0.05), η(0.15), colour quantiles,
+    (z, dereddened magnitudes))} and the Ks limit (AB) that makes the simulated sample 2MASS-like."""
     import yaml
 
     from mmzcli.profiles import profile_from_dict, shipped_profiles_dir
@@ -137,17 +138,16 @@ def against_real_sdss(n_sim: int, plot: bool) -> tuple[dict, float]:
     z, ebv = cat["Z_SPEC"].astype(float), cat["EBV"].astype(float)
     r_b = np.array([band.extinction for band in prof.bands][:5])
     like_2mass = cat["TRUE_MAG_Ks"] <= ks_limit
+    dered = mags - ebv[:, None] * r_b
     samples = {
         "real": (real["z"], real["mags"], real["ebv"], real["mags"] - real["extinction"]),
-        "simulated": (z, mags, ebv, mags - ebv[:, None] * r_b),
-        f"simulated, Ks <= {ks_limit:.2f}": (z, mags, ebv, mags - ebv[:, None] * r_b),
+        "simulated": (z, mags, ebv, dered),
+        LIKE_2MASS: (z[like_2mass], mags[like_2mass], ebv[like_2mass], dered[like_2mass]),
     }
     rows = {}
-    for name, (zs, m, e, dered) in samples.items():
-        keep = like_2mass if name.startswith("simulated, Ks") else np.ones(len(zs), bool)
-        zs, m, e, dered = zs[keep], m[keep], e[keep], dered[keep]
+    for name, (zs, m, e, d) in samples.items():
         metrics = photoz_metrics(zs, forest_cv(m, m[:, 2], e, zs))
-        rows[name] = (len(zs), *metrics, colour_quantiles(zs, dered[:, :-1] - dered[:, 1:]), (zs, dered))
+        rows[name] = (len(zs), *metrics, colour_quantiles(zs, d[:, :-1] - d[:, 1:]), (zs, d))
     if plot:
         plot_real_colours(rows, ugriz)
     return rows, ks_limit
@@ -158,7 +158,7 @@ def real_comparison_json(rows: dict, ks_limit: float) -> str:
 
     colours = ("u-g", "g-r", "r-i", "i-z")
     out = {
-        "simulated": "the sdss profile, seed 1; the real sample: kcorrect's test sample of SDSS galaxies",
+        "note": "simulated: the sdss profile, seed 1; real: kcorrect's test sample of SDSS galaxies",
         "ks_limit_ab": ks_limit,
         "z_edges": COLOUR_Z_EDGES.tolist(),
         "samples": {
@@ -180,9 +180,8 @@ def plot_real_colours(rows: dict, bands: list[str]) -> None:
 
     centres = (COLOUR_Z_EDGES[1:] + COLOUR_Z_EDGES[:-1]) / 2
     fig, axes = plt.subplots(1, len(bands) - 1, figsize=(15, 3.8))
-    real, like_2mass = "real", next(name for name in rows if name.startswith("simulated, Ks"))
     for c, ax in enumerate(axes):
-        for name, colour in ((real, "k"), (like_2mass, "C3")):
+        for name, colour in (("real", "k"), (LIKE_2MASS, "C3")):
             quantiles, (z, dered) = rows[name][4], rows[name][5]
             ax.scatter(z, dered[:, c] - dered[:, c + 1], s=1, alpha=0.06, c=colour)
             q = quantiles[:, c]
@@ -190,7 +189,7 @@ def plot_real_colours(rows: dict, bands: list[str]) -> None:
             ax.plot(centres, q[:, 0], ":", centres, q[:, 2], ":", color=colour)
         q = rows["simulated"][4][:, c]
         ax.plot(centres, q[:, 1], "--", color="C0", label="simulated, all: median")
-        lo, hi = np.nanpercentile(rows[real][4][:, c], [0, 100])
+        lo, hi = np.nanpercentile(rows["real"][4][:, c], [0, 100])
         ax.set(xlim=(0, 0.25), ylim=(lo - 0.6, hi + 0.6), xlabel="z_spec", ylabel=f"{bands[c]}-{bands[c + 1]}")
     axes[0].legend(loc="lower right", fontsize=7)
     fig.suptitle(
@@ -507,8 +506,9 @@ def main(argv=None):
     rows, ks_limit = against_real_sdss(2 * n, plot)
     for name, (count, sig, eta5, eta15, *_) in rows.items():
         print(f"{name:22s} N={count:6d}  sigma_MAD={sig:.4f}  eta(0.05)={eta5:.2%}  eta(0.15)={eta15:.2%}")
-    print(f"dereddened colours by z_spec, median [16-84% width]: real | simulated with Ks <= {ks_limit:.2f} (AB)")
-    real, like_2mass = rows["real"][4], next(row[4] for name, row in rows.items() if name.startswith("simulated, Ks"))
+    print(f"{LIKE_2MASS}: Ks <= {ks_limit:.2f} (AB), the real sample's 95th percentile")
+    print(f"dereddened colours by z_spec, median [16-84% width]: real | {LIKE_2MASS}")
+    real, like_2mass = rows["real"][4], rows[LIKE_2MASS][4]
     for i, (lo, hi) in enumerate(pairwise(COLOUR_Z_EDGES)):
         cells = [
             f"{c}: {real[i, k, 1]:.2f} [{real[i, k, 2] - real[i, k, 0]:.2f}] | "
