@@ -6,6 +6,7 @@ Plain functions and constants (fixtures live in conftest.py).  pytest puts tests
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -14,6 +15,17 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from scipy.special import ndtr
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_bench(name: str):
+    """A script of bench/ as a module (bench/ is no package): ``load_bench("accuracy")``."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # ----------------------------------------------------------------------------- the command line in-process
 

@@ -3,17 +3,7 @@ hsc9 the multimodal CNN for 1.0x with eta and CRPS not worse."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_accuracy():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "bench" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_bench
 
 
 def overall(sigma_mad: dict, eta: dict | None = None, crps: dict | None = None) -> dict:
@@ -28,7 +18,7 @@ def boot(p: float) -> dict:
 
 
 def test_sdss_needs_both_cnns_within_0_8_of_the_forest():
-    targets = load_accuracy().issue_targets
+    targets = load_bench("accuracy").issue_targets
     both = targets("sdss", overall({"baseline": 0.0079, "multimodal": 0.0075, "forest": 0.010}), boot(0.01))
     assert both["cnn_vs_forest"]["met"] and both["multimodal_beats_baseline"]["met"]
     one = targets("sdss", overall({"baseline": 0.0085, "multimodal": 0.0075, "forest": 0.010}), boot(0.01))
@@ -36,7 +26,7 @@ def test_sdss_needs_both_cnns_within_0_8_of_the_forest():
 
 
 def test_hsc9_needs_the_multimodal_cnn_level_with_the_forest_and_no_worse_eta_or_crps():
-    targets = load_accuracy().issue_targets
+    targets = load_bench("accuracy").issue_targets
     sig = {"baseline": 0.0193, "multimodal": 0.0197, "forest": 0.0199}
     level = targets("hsc9", overall(sig, eta={"multimodal": 0.047, "forest": 0.064}), boot(0.67))
     assert level["cnn_vs_forest"]["met"]  # 0.99x: enough on hsc9, not on sdss

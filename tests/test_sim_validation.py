@@ -3,25 +3,14 @@ read as the SDSS main galaxy sample, and colours are summarised per redshift bin
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_validation():
-    spec = importlib.util.spec_from_file_location("bench_sim_validation", ROOT / "bench" / "sim_validation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_bench
 
 
 def test_the_real_sdss_sample_is_the_main_galaxy_sample():
     pytest.importorskip("kcorrect")
-    real = load_validation().real_sdss()
+    real = load_bench("sim_validation").real_sdss()
     n = len(real["z"])
     assert 9_000 < n <= 10_000  # of the wheel's 10,000, those with r_petro <= 17.77 and all fluxes
     assert {len(v) for v in real.values()} == {n}
@@ -34,7 +23,7 @@ def test_the_real_sdss_sample_is_the_main_galaxy_sample():
 
 
 def test_colour_quantiles_per_redshift_bin():
-    validation = load_validation()
+    validation = load_bench("sim_validation")
     edges = validation.COLOUR_Z_EDGES
     rng = np.random.default_rng(0)
     z = rng.uniform(edges[0], edges[-2], 20_000)  # nothing in the last bin
