@@ -168,8 +168,7 @@ def against_real_sdss(n_sim: int, plot: bool) -> tuple[dict, dict, float]:
         zs, m, e, _ = samples[name]
         pred = colour_forest().fit(colour_features(m, m[:, 2], e), zs).predict(real_features)
         dz = (pred - real["z"]) / (1 + real["z"])
-        bins = np.clip(np.searchsorted(COLOUR_Z_EDGES, real["z"], side="right") - 1, 0, len(COLOUR_Z_EDGES) - 2)
-        bias = [float(np.median(dz[bins == i])) for i in range(len(COLOUR_Z_EDGES) - 1)]
+        bias = [float(np.median(dz[(real["z"] >= lo) & (real["z"] < hi)])) for lo, hi in pairwise(COLOUR_Z_EDGES)]
         transfer[name] = (*photoz_metrics(real["z"], pred), float(np.median(dz)), bias)
     if plot:
         plot_real_colours(rows, ugriz)
