@@ -69,7 +69,16 @@ KCORRECT_SAMPLE = Path("data") / "test" / "gst_tests_small.fits"
 SDSS_R_EXTINCTION = 2.751  # A_r / E(B-V)_SFD of the sample's EXTINCTION column (Schlegel et al. 1998)
 MGS_LIMIT = 17.77  # SDSS main galaxy sample: dereddened Petrosian r
 KS_VEGA_TO_AB = 1.85  # 2MASS Ks (Blanton et al. 2005)
-TWOMASS_KS = {"name": "Ks", "filter": "twomass_Ks", "wavelength": 21590, "depth": 20.0, "psf_fwhm": 1.3}
+# a 2MASS Ks band for the sdss profile, only to select the simulated galaxies by (their noise-free Ks)
+TWOMASS_KS = {
+    "name": "Ks",
+    "filter": "twomass_Ks",
+    "wavelength": 21590,
+    "depth": 20.0,
+    "psf_fwhm": 1.3,
+    "zeropoint": 22.5,
+    "extinction": 0.306,
+}
 COLOUR_Z_EDGES = np.array([0.0, 0.05, 0.08, 0.11, 0.14, 0.18, 0.25])
 LIKE_2MASS = "simulated, 2MASS-like"  # the simulated sample cut at the real sample's 95th percentile in Ks
 
@@ -77,14 +86,11 @@ LIKE_2MASS = "simulated, 2MASS-like"  # the simulated sample cut at the real sam
 def real_sdss() -> dict[str, np.ndarray]:
     """The kcorrect test sample cut to the SDSS main galaxy sample: z, observed model magnitudes [N, 5]
     (ugriz), their Galactic extinction [N, 5], E(B-V) and the 2MASS Ks magnitude (AB)."""
-    import importlib.util
-
     from astropy.io import fits
 
-    spec = importlib.util.find_spec("kcorrect")
-    if spec is None or spec.origin is None:
-        raise SystemExit("the real-data check needs the kcorrect wheel: pip install 'mmz[sim]'")
-    table = fits.getdata(Path(spec.origin).parent / KCORRECT_SAMPLE)
+    from mmzcli.sim.sed import package_dir
+
+    table = fits.getdata(package_dir("kcorrect") / KCORRECT_SAMPLE)
     model = np.asarray(table["MODELFLUX"], float)  # nanomaggies
     petro_r = np.asarray(table["PETROFLUX"][:, 2], float)
     extinction = np.asarray(table["EXTINCTION"], float)
@@ -141,7 +147,7 @@ def against_real_sdss(n_sim: int, plot: bool) -> tuple[dict, dict, float]:
     from mmzcli.profiles import profile_from_dict, shipped_profiles_dir
 
     raw = yaml.safe_load((shipped_profiles_dir() / "sdss.yaml").read_text())
-    raw["bands"].append({**TWOMASS_KS, "zeropoint": 22.5, "extinction": 0.306})  # Ks only to select by
+    raw["bands"].append(TWOMASS_KS)
     prof = profile_from_dict(raw, source="sdss + 2MASS Ks")
     ugriz = [band.name for band in prof.bands][:5]
     cat = spectroscopic_catalog(prof, n_sim, seed=1)

@@ -155,7 +155,8 @@ _IGM_COEFF = np.array(_INOUE14.split(), dtype=float).reshape(-1, 6)
 # ----------------------------------------------------------------------------- data files
 
 
-def _package_dir(name: str) -> Path:
+def package_dir(name: str) -> Path:
+    """Where an installed package's data files are (GalSim's SEDs, kcorrect's templates and test sample)."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
         raise ConfigError(f"mmz simulate needs the package '{name}': pip install 'mmz[sim]'")
@@ -169,14 +170,14 @@ def load_templates(lyc_escape: float = LYC_ESCAPE) -> tuple[np.ndarray, np.ndarr
     ``lyc_escape`` scales the templates' light below the Lyman limit.
     """
     wave = np.geomspace(91.0, 60000.0, 6000)
-    sed_dir = _package_dir("galsim") / "share" / "SEDs"
+    sed_dir = package_dir("galsim") / "share" / "SEDs"
     fluxes = []
     for name in TEMPLATES[:4]:
         w, f = np.loadtxt(sed_dir / f"CWW_{name}_ext.sed", unpack=True)
         fluxes.append(_extend(w, f, wave))
     from astropy.io import fits
 
-    with fits.open(_package_dir("kcorrect") / "data" / "templates" / "kcorrect-default-v4.fits") as hdul:
+    with fits.open(package_dir("kcorrect") / "data" / "templates" / "kcorrect-default-v4.fits") as hdul:
         w = np.asarray(hdul["FLUX"].data["wave"][0], dtype=float)
         f = np.asarray(hdul["FLUX"].data["flux"][0], dtype=float)[1]  # the youngest component
     fluxes.append(_extend(w, f, wave))
