@@ -102,6 +102,7 @@ DEFAULTS = {
     "min_leaf": 3,
     "resamples": 10000,
     "aperture": None,
+    "sed_variety": 0.0,
 }
 APERTURE = {"hsc9": 2.0, "sdss": 3.0}  # arcsec diameter: HSC's standard 2", the SDSS fibre's 3"
 HSC9_MAG_LIMIT = 24.0
@@ -186,9 +187,23 @@ class Study:
 
     @property
     def profile_arg(self) -> str:
-        """What ``mmz simulate --profile`` gets: the i <= 24 child profile for hsc9, else the shipped one."""
-        if self.settings["profile"] != "hsc9":
-            return self.settings["profile"]
+        """What ``mmz simulate --profile`` gets: the shipped profile, the i <= 24 child profile for hsc9,
+        and a child of either with the simulator's SED variety where the study asks for it."""
+        base = self.settings["profile"] if self.settings["profile"] != "hsc9" else self.hsc9_i24()
+        variety = self.settings.get("sed_variety", 0.0)  # studies begun before the setting have none
+        if not variety:
+            return base
+        path = self.root / "profile-variety.yaml"
+        if not path.exists():
+            path.write_text(
+                "# kcorrect's basis spectra mixed into every galaxy (bench/accuracy.py --sed-variety)\n"
+                f"extends: {base}\n"
+                f"name: {Path(base).stem}-variety\n"
+                f"simulation:\n  sed: {{variety: {variety}}}\n"
+            )
+        return str(path)
+
+    def hsc9_i24(self) -> str:
         path = self.root / "profile-hsc9-i24.yaml"
         if not path.exists():
             path.write_text(
@@ -1015,6 +1030,12 @@ def parse_args(argv=None):
     p.add_argument("--no-amp", dest="amp", action="store_false")
     p.add_argument("--trees", type=int, help=f"trees per forest [{DEFAULTS['trees']}]")
     p.add_argument("--aperture", type=float, help="aperture diameter, arcsec [hsc9 2, sdss 3]")
+    p.add_argument(
+        "--sed-variety",
+        type=float,
+        help="simulate with this SED variety (simulation.sed.variety: the largest share of a galaxy's light "
+        "from kcorrect's basis spectra; docs/simulation.md) [0]",
+    )
     p.add_argument("--resamples", "-K", type=int, help=f"bootstrap resamples [{DEFAULTS['resamples']}]")
     p.add_argument("--jobs", "-j", type=int, default=2, help="processes for simulate/build-cubes, forest threads [2]")
     p.add_argument(

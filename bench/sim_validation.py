@@ -136,57 +136,73 @@ def colour_quantiles(z: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return out
 
 
-def against_real_sdss(n_sim: int, plot: bool) -> tuple[dict, dict, float]:
+def against_real_sdss(n_sim: int, plot: bool, varieties=(0.0,), rows: str = "all") -> tuple[dict, dict, float]:
     """The simulated sdss sample against real SDSS galaxies: the colour forest on each, and the
     dereddened colours by redshift. Returns {sample: (N, σ_MAD, η(0.05), η(0.15), colour quantiles,
     (z, dereddened magnitudes))}; {simulated sample: (σ_MAD, η(0.05), η(0.15), median Δz/(1+z), the
     same per bin)} of a forest trained on it and judged on the real galaxies; and the Ks limit (AB)
-    that makes the simulated sample 2MASS-like."""
+    that makes the simulated sample 2MASS-like.  One simulated sample (all, and 2MASS-like) per SED
+    variety; ``rows`` (all, even, odd) keeps half of the real galaxies, so that a setting chosen on
+    one half is judged on the other."""
+    real = real_sdss()
+    ks_limit = float(np.percentile(real["ks_ab"], 95))
+    if rows != "all":
+        keep = np.arange(real["z"].size) % 2 == (rows == "odd")
+        real = {k: v[keep] for k, v in real.items()}
+    samples = {"real": (real["z"], real["mags"], real["ebv"], real["mags"] - real["extinction"])}
+    for variety in varieties:
+        samples.update(simulated_sdss(n_sim, variety, ks_limit))
+    table = {}
+    for name, (zs, m, e, d) in samples.items():
+        metrics = photoz_metrics(zs, forest_cv(m, m[:, 2], e, zs))
+        table[name] = (len(zs), *metrics, colour_quantiles(zs, d[:, :-1] - d[:, 1:]), (zs, d))
+    # trained on simulated galaxies, judged on the real ones: does the simulation's colour-redshift relation hold?
+    real_features = colour_features(real["mags"], real["mags"][:, 2], real["ebv"])
+    transfer = {}
+    for name, (zs, m, e, _) in samples.items():
+        if name == "real":
+            continue
+        pred = colour_forest().fit(colour_features(m, m[:, 2], e), zs).predict(real_features)
+        dz = (pred - real["z"]) / (1 + real["z"])
+        bias = [float(np.median(dz[(real["z"] >= lo) & (real["z"] < hi)])) for lo, hi in pairwise(COLOUR_Z_EDGES)]
+        transfer[name] = (*photoz_metrics(real["z"], pred), float(np.median(dz)), bias)
+    if plot:
+        plain = tuple(varieties) == (0.0,) and rows == "all"
+        plot_real_colours(table, list("ugriz"), "sim_vs_real_sdss.png" if plain else f"sim_vs_real_sdss_{rows}.png")
+    return table, transfer, ks_limit
+
+
+def simulated_sdss(n: int, variety: float, ks_limit: float) -> dict[str, tuple]:
+    """The simulated sdss spectroscopic sample (seed 1) at an SED variety, all and 2MASS-like:
+    {name: (z, magnitudes [N, 5], E(B-V), dereddened magnitudes)}."""
     import yaml
 
     from mmzcli.profiles import profile_from_dict, shipped_profiles_dir
 
     raw = yaml.safe_load((shipped_profiles_dir() / "sdss.yaml").read_text())
     raw["bands"].append(TWOMASS_KS)
+    raw.setdefault("simulation", {}).setdefault("sed", {})["variety"] = variety
     prof = profile_from_dict(raw, source="sdss + 2MASS Ks")
-    ugriz = [band.name for band in prof.bands][:5]
-    cat = spectroscopic_catalog(prof, n_sim, seed=1)
-    real = real_sdss()
-    ks_limit = float(np.percentile(real["ks_ab"], 95))
-    mags = np.column_stack([cat[f"MAG_{b}"] for b in ugriz]).astype(float)
+    cat = spectroscopic_catalog(prof, n, seed=1)
+    mags = np.column_stack([cat[f"MAG_{b}"] for b in "ugriz"]).astype(float)
     z, ebv = cat["Z_SPEC"].astype(float), cat["EBV"].astype(float)
-    r_b = np.array([band.extinction for band in prof.bands][:5])
+    dered = mags - ebv[:, None] * np.array([band.extinction for band in prof.bands][:5])
     like_2mass = cat["TRUE_MAG_Ks"] <= ks_limit
-    dered = mags - ebv[:, None] * r_b
-    samples = {
-        "real": (real["z"], real["mags"], real["ebv"], real["mags"] - real["extinction"]),
-        "simulated": (z, mags, ebv, dered),
-        LIKE_2MASS: (z[like_2mass], mags[like_2mass], ebv[like_2mass], dered[like_2mass]),
+    suffix = f", variety {variety:g}" if variety else ""
+    return {
+        f"simulated{suffix}": (z, mags, ebv, dered),
+        f"{LIKE_2MASS}{suffix}": (z[like_2mass], mags[like_2mass], ebv[like_2mass], dered[like_2mass]),
     }
-    rows = {}
-    for name, (zs, m, e, d) in samples.items():
-        metrics = photoz_metrics(zs, forest_cv(m, m[:, 2], e, zs))
-        rows[name] = (len(zs), *metrics, colour_quantiles(zs, d[:, :-1] - d[:, 1:]), (zs, d))
-    # trained on simulated galaxies, judged on the real ones: does the simulation's colour-redshift relation hold?
-    real_features = colour_features(real["mags"], real["mags"][:, 2], real["ebv"])
-    transfer = {}
-    for name in ("simulated", LIKE_2MASS):
-        zs, m, e, _ = samples[name]
-        pred = colour_forest().fit(colour_features(m, m[:, 2], e), zs).predict(real_features)
-        dz = (pred - real["z"]) / (1 + real["z"])
-        bias = [float(np.median(dz[(real["z"] >= lo) & (real["z"] < hi)])) for lo, hi in pairwise(COLOUR_Z_EDGES)]
-        transfer[name] = (*photoz_metrics(real["z"], pred), float(np.median(dz)), bias)
-    if plot:
-        plot_real_colours(rows, ugriz)
-    return rows, transfer, ks_limit
 
 
-def real_comparison_json(rows: dict, transfer: dict, ks_limit: float) -> str:
+def real_comparison_json(rows: dict, transfer: dict, ks_limit: float, real_rows: str = "all") -> str:
     import json
 
     colours = ("u-g", "g-r", "r-i", "i-z")
     out = {
-        "note": "simulated: the sdss profile, seed 1; real: kcorrect's test sample of SDSS galaxies",
+        "note": "simulated: the sdss profile, seed 1, at each SED variety (simulation.sed.variety, 0 where "
+        "unnamed); real: kcorrect's test sample of SDSS galaxies",
+        "real_rows": real_rows,
         "ks_limit_ab": ks_limit,
         "z_edges": COLOUR_Z_EDGES.tolist(),
         "samples": {
@@ -207,20 +223,26 @@ def real_comparison_json(rows: dict, transfer: dict, ks_limit: float) -> str:
     return json.dumps(out, indent=1)
 
 
-def plot_real_colours(rows: dict, bands: list[str]) -> None:
+def plot_real_colours(rows: dict, bands: list[str], filename: str) -> None:
+    """Dereddened colours against z_spec: the real galaxies and every 2MASS-like simulated sample
+    (points for the first), the median of the first simulated sample uncut."""
     import matplotlib.pyplot as plt
 
     centres = (COLOUR_Z_EDGES[1:] + COLOUR_Z_EDGES[:-1]) / 2
+    like_2mass = [name for name in rows if name.startswith(LIKE_2MASS)]
+    uncut = next(name for name in rows if name.startswith("simulated") and name not in like_2mass)
     fig, axes = plt.subplots(1, len(bands) - 1, figsize=(15, 3.8))
     for c, ax in enumerate(axes):
-        for name, colour in (("real", "k"), (LIKE_2MASS, "C3")):
+        for i, name in enumerate(["real", *like_2mass]):
+            colour = "k" if i == 0 else f"C{i + 2}"
             quantiles, (z, dered) = rows[name][4], rows[name][5]
-            ax.scatter(z, dered[:, c] - dered[:, c + 1], s=1, alpha=0.06, c=colour)
+            if i < 2:
+                ax.scatter(z, dered[:, c] - dered[:, c + 1], s=1, alpha=0.06, c=colour)
             q = quantiles[:, c]
             ax.plot(centres, q[:, 1], "-", color=colour, label=f"{name}: median, 16-84%")
             ax.plot(centres, q[:, 0], ":", centres, q[:, 2], ":", color=colour)
-        q = rows["simulated"][4][:, c]
-        ax.plot(centres, q[:, 1], "--", color="C0", label="simulated, all: median")
+        q = rows[uncut][4][:, c]
+        ax.plot(centres, q[:, 1], "--", color="C0", label=f"{uncut}, all: median")
         lo, hi = np.nanpercentile(rows["real"][4][:, c], [0, 100])
         ax.set(xlim=(0, 0.25), ylim=(lo - 0.6, hi + 0.6), xlabel="z_spec", ylabel=f"{bands[c]}-{bands[c + 1]}")
     axes[0].legend(loc="lower right", fontsize=7)
@@ -228,7 +250,7 @@ def plot_real_colours(rows: dict, bands: list[str]) -> None:
         "dereddened colours: real SDSS main-sample galaxies with 2MASS (kcorrect's test sample), simulated sdss"
     )
     fig.tight_layout()
-    fig.savefig(IMG / "sim_vs_real_sdss.png", dpi=90)
+    fig.savefig(IMG / filename, dpi=90)
     plt.close(fig)
 
 
@@ -529,31 +551,45 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smaller samples, no plots")
     parser.add_argument("--real", action="store_true", help="only the comparison with real SDSS galaxies")
     parser.add_argument("--json", type=Path, help="write the comparison with real SDSS galaxies here")
+    parser.add_argument(
+        "--sed-variety",
+        default="0",
+        help="comma-separated SED varieties of the simulated sdss sample (simulation.sed.variety) [0]",
+    )
+    parser.add_argument(
+        "--real-rows",
+        choices=("all", "even", "odd"),
+        default="all",
+        help="the real galaxies compared: all, or half (choose a setting on one half, judge it on the other)",
+    )
     args = parser.parse_args(argv)
     plot = not args.quick
     IMG.mkdir(parents=True, exist_ok=True)
     n = 3000 if args.quick else 10000
 
     print("## Against real SDSS main-sample galaxies (kcorrect's test sample), the same colour forest")
-    rows, transfer, ks_limit = against_real_sdss(2 * n, plot)
+    varieties = tuple(float(v) for v in args.sed_variety.split(","))
+    rows, transfer, ks_limit = against_real_sdss(2 * n, plot, varieties, args.real_rows)
     for name, (count, sig, eta5, eta15, *_) in rows.items():
-        print(f"{name:22s} N={count:6d}  sigma_MAD={sig:.4f}  eta(0.05)={eta5:.2%}  eta(0.15)={eta15:.2%}")
+        print(f"{name:36s} N={count:6d}  sigma_MAD={sig:.4f}  eta(0.05)={eta5:.2%}  eta(0.15)={eta15:.2%}")
     print(f"{LIKE_2MASS}: Ks <= {ks_limit:.2f} (AB), the real sample's 95th percentile")
-    print(f"dereddened colours by z_spec, median [16-84% width]: real | {LIKE_2MASS}")
-    real, like_2mass = rows["real"][4], rows[LIKE_2MASS][4]
-    for i, (lo, hi) in enumerate(pairwise(COLOUR_Z_EDGES)):
-        cells = [
-            f"{c}: {real[i, k, 1]:.2f} [{real[i, k, 2] - real[i, k, 0]:.2f}] | "
-            f"{like_2mass[i, k, 1]:.2f} [{like_2mass[i, k, 2] - like_2mass[i, k, 0]:.2f}]"
-            for k, c in enumerate(("u-g", "g-r", "r-i", "i-z"))
-        ]
-        print(f"{lo:.2f}-{hi:.2f}  " + "   ".join(cells))
+    real = rows["real"][4]
+    for name in [name for name in rows if name.startswith(LIKE_2MASS)]:
+        print(f"dereddened colours by z_spec, median [16-84% width]: real | {name}")
+        like_2mass = rows[name][4]
+        for i, (lo, hi) in enumerate(pairwise(COLOUR_Z_EDGES)):
+            cells = [
+                f"{c}: {real[i, k, 1]:.2f} [{real[i, k, 2] - real[i, k, 0]:.2f}] | "
+                f"{like_2mass[i, k, 1]:.2f} [{like_2mass[i, k, 2] - like_2mass[i, k, 0]:.2f}]"
+                for k, c in enumerate(("u-g", "g-r", "r-i", "i-z"))
+            ]
+            print(f"{lo:.2f}-{hi:.2f}  " + "   ".join(cells))
     print("a forest trained on the simulated galaxies, judged on the real ones:")
     for name, (sig, eta5, _, bias, bins) in transfer.items():
         per_bin = ", ".join(f"{b:+.4f}" for b in bins)
-        print(f"  trained on {name:22s} sigma_MAD={sig:.4f}  eta(0.05)={eta5:.2%}  median dz {bias:+.4f} ({per_bin})")
+        print(f"  trained on {name:36s} sigma_MAD={sig:.4f}  eta(0.05)={eta5:.2%}  median dz {bias:+.4f} ({per_bin})")
     if args.json:
-        args.json.write_text(real_comparison_json(rows, transfer, ks_limit))
+        args.json.write_text(real_comparison_json(rows, transfer, ks_limit, args.real_rows))
     if args.real:
         return
 

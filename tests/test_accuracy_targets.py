@@ -1,5 +1,5 @@
 """bench/accuracy.py judges issue 13's targets per survey: sdss asks both CNNs for 0.8x the forest,
-hsc9 the multimodal CNN for 1.0x with eta and CRPS not worse."""
+hsc9 the multimodal CNN for 1.0x with eta and CRPS not worse; and it simulates the study's profile."""
 
 from __future__ import annotations
 
@@ -37,3 +37,21 @@ def test_hsc9_needs_the_multimodal_cnn_level_with_the_forest_and_no_worse_eta_or
     assert not more_outliers["cnn_vs_forest"]["met"] and not worse_crps["cnn_vs_forest"]["met"]
     better_but_noisy = targets("hsc9", overall({**sig, "multimodal": 0.0190}), boot(0.2))
     assert not better_but_noisy["multimodal_beats_baseline"]["met"]  # lower, but p >= 0.05
+
+
+def test_a_study_with_sed_variety_simulates_through_a_child_profile(tmp_path):
+    from mmzcli.profiles import load_profile
+    from mmzcli.sim.settings import SimSettings
+
+    accuracy = load_bench("accuracy")
+    for name, variety in (("sdss", 0.0), ("sdss", 0.3), ("hsc9", 0.3)):
+        root = tmp_path / f"{name}-{variety}"
+        root.mkdir()
+        arg = accuracy.Study(root, {**accuracy.DEFAULTS, "profile": name, "sed_variety": variety}).profile_arg
+        if not variety:
+            assert arg == name  # the shipped profile, as before the setting existed
+            continue
+        profile = load_profile(arg)
+        assert SimSettings.from_profile(profile).sed.variety == variety
+        if name == "hsc9":  # the variety child extends the i <= 24 child
+            assert profile.reference_mag_limit == accuracy.HSC9_MAG_LIMIT

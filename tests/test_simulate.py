@@ -17,7 +17,7 @@ from mmzcli.errors import ConfigError, InputError
 from mmzcli.profiles import load_profile, shipped_profiles_dir
 from mmzcli.sim.population import Kind, SedParams
 from mmzcli.sim.settings import FieldSettings, SimSettings
-from mmzcli.sim.survey import Role, centred_on_catalog, simulate_survey, spectroscopic_catalog
+from mmzcli.sim.survey import Role, build_sky, centred_on_catalog, simulate_survey, spectroscopic_catalog
 
 TILE = 256  # tiny: 0.2"/px, 32 px cutouts -> 36 targets per tile
 
@@ -174,6 +174,7 @@ def test_unwritable_project_is_an_input_error(tmp_path):
         ({"grids": [{"bands": ["i"], "coverage": 1.5}]}, r"simulation.grids\[0\].coverage: expected a fraction"),
         ({"grids": [{"bands": ["i"], "rotation": True}]}, r"simulation.grids\[0\].rotation: expected a number"),
         ({"morphology": {"knots": 2.5}}, r"simulation.morphology.knots: expected a whole number of clumps"),
+        ({"sed": {"variety": 1.5}}, r"simulation.sed.variety: expected a share of the light, 0 to 1, got 1.5"),
     ],
 )
 def test_bad_simulation_section_names_the_file_and_key(tmp_path, section, match):
@@ -405,6 +406,47 @@ def test_igm_and_milky_way_dust():
         assert np.allclose(dimming, [b.extinction for b in profile.bands], rtol=0.08)
     red = [-2.5 * np.log10(grid.relative_fluxes(0 * one, z * one, 0 * one)[0]) for z in (0.1, 0.4)]
     assert (red[1][1] - red[1][2]) - (red[0][1] - red[0][2]) > 0.5  # g-r of E reddens with z
+
+
+def test_basis_spectra_mix_by_r_light_with_the_template_sequence():
+    from mmzcli.sim.sed import BASIS, photometry_grid
+
+    grid = photometry_grid(tuple(b.filter for b in load_profile("sdss").bands))
+    z, ebv, mw = np.array([0.05, 0.2]), np.array([0.0, 0.3]), np.array([0.02, 0.1])
+    plain = grid.relative_fluxes(np.array([0.0, 2.5]), z, ebv, mw)
+    none = np.zeros((2, len(BASIS)))
+    assert np.array_equal(grid.relative_fluxes(np.array([0.0, 2.5]), z, ebv, mw, none), plain)
+    pure = [
+        grid.relative_fluxes(np.array([t, t]), z, ebv, mw, np.eye(len(BASIS))[[j, j]])
+        for t in (0.0, 3.0)
+        for j in (0, 3)
+    ]
+    assert np.array_equal(pure[0], pure[2]) and np.array_equal(pure[1], pure[3])  # the type index no longer counts
+    at_rest = grid.relative_fluxes(np.zeros(4), np.zeros(4), np.zeros(4), None, np.eye(len(BASIS)))
+    assert np.allclose(at_rest[:, 2], 1.0, rtol=1e-4)  # each normalised, like the templates, to unit rest-frame r light
+    old_metal_rich, metal_poor = pure[0], pure[1]
+    assert np.all(old_metal_rich[:, 0] / old_metal_rich[:, 1] < metal_poor[:, 0] / metal_poor[:, 1])  # u-g redder
+    quarter = np.array([[0.25, 0, 0, 0], [0, 0, 0, 0.25]])
+    mixed = grid.relative_fluxes(np.array([0.0, 2.5]), z, ebv, mw, quarter)
+    assert np.allclose(mixed, 0.75 * plain + 0.25 * np.stack([old_metal_rich[0], metal_poor[1]]))
+
+
+def test_sed_variety_mixes_in_basis_light_and_widens_the_colour_redshift_relation(tmp_path):
+    profile = load_profile(str(user_profile(tmp_path, {"sed": {"variety": 0.4}}, base="sdss")))
+    plain, varied = spectroscopic_catalog("sdss", 1500, seed=2), spectroscopic_catalog(profile, 1500, seed=2)
+    sky = build_sky(profile, 300, 2, 2048, SimSettings.from_profile(profile))
+    galaxy = sky.table["KIND"] != 2
+    for column in ("BASIS_BULGE", "BASIS_DISK"):
+        share = sky.table[column][galaxy]
+        assert share.min() >= 0 and share.max() <= 0.4 and 0.15 < share.mean() < 0.25  # uniform in [0, 0.4]
+
+    def scatter(cat):  # g-r about its running median in z: the spread at fixed redshift
+        z, gr = cat["Z_TRUE"], np.asarray(cat["TRUE_MAG_g"] - cat["TRUE_MAG_r"])
+        red = cat["KIND"] == 0
+        bins = np.digitize(z[red], np.quantile(z[red], np.linspace(0, 1, 11)[1:-1]))
+        return np.mean([np.std(gr[red][bins == b]) for b in range(10)])
+
+    assert scatter(varied) > 1.2 * scatter(plain)  # red galaxies: no longer one template at each luminosity
 
 
 def test_far_uv_dust_and_where_each_megacam_u_drops_out():

@@ -19,7 +19,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from mmzcli.sim.sed import TEMPLATES, PhotometryGrid, distance_modulus, kpc_per_arcsec
+from mmzcli.sim.sed import BASIS, TEMPLATES, PhotometryGrid, distance_modulus, kpc_per_arcsec
 
 # Schechter parameters, rest-frame r, h = 0.7, AB: (M*, alpha, phi* [Mpc^-3], Q [mag/z], P [dex/z])
 LUMINOSITY_FUNCTIONS = {
@@ -50,6 +50,8 @@ class Galaxies:
     t_bulge: np.ndarray  # template index along sed.TEMPLATES
     t_disk: np.ndarray
     burst: np.ndarray  # fraction of the disk's rest-frame r light from a young burst (the SB template)
+    basis_bulge: np.ndarray  # [N, len(sed.BASIS)]: shares of the bulge's r light from kcorrect's basis spectra
+    basis_disk: np.ndarray
     ebv_bulge: np.ndarray
     ebv_disk: np.ndarray
     r_bulge: np.ndarray  # half-light radius, arcsec
@@ -72,8 +74,8 @@ class Galaxies:
         """AB maggies (flux in units of 3631 Jy) of bulge, disk and the disk's young burst (part of the
         disk, drawn as clumps) in every band, [N, B] each."""
         scale = 10 ** (-0.4 * (self.abs_mag + distance_modulus(self.z)))[:, None]
-        bulge = grid.relative_fluxes(self.t_bulge, self.z, self.ebv_bulge, ebv_mw)
-        disk = grid.relative_fluxes(self.t_disk, self.z, self.ebv_disk, ebv_mw)
+        bulge = grid.relative_fluxes(self.t_bulge, self.z, self.ebv_bulge, ebv_mw, self.basis_bulge)
+        disk = grid.relative_fluxes(self.t_disk, self.z, self.ebv_disk, ebv_mw, self.basis_disk)
         young = grid.relative_fluxes(np.full(self.z.size, len(TEMPLATES) - 1.0), self.z, self.ebv_disk, ebv_mw)
         in_disk = scale * (1 - self.bulge_frac[:, None])
         burst = in_disk * self.burst[:, None] * young
@@ -102,6 +104,10 @@ class SedParams:
     blue_dust_slope: float = 0.03  # brighter disks are dustier
     blue_dust_scatter: float = 0.02
     burst_mean: float = 0.10  # mean fraction of a blue disk's r light from a young burst (exponential)
+    # SED variety off the type axis: each bulge and disk takes a share, uniform in [0, variety], of its
+    # r light from a random mix of kcorrect's basis spectra (sed.BASIS: ages and metallicities).
+    # 0 (the default) keeps the one-parameter template sequence.
+    variety: float = 0.0
 
 
 def _schechter_params(kind: str, z: np.ndarray, lfs: dict) -> tuple[np.ndarray, float, np.ndarray]:
@@ -221,6 +227,7 @@ class PopulationSampler:
             ebv_d = np.clip(rng.normal(p.blue_dust - p.blue_dust_slope * dl, p.blue_dust_scatter, n), 0, 0.6)
             # a recent burst on top of the smooth history: emission lines and UV vary independently
             burst = np.clip(rng.exponential(p.burst_mean, n), 0, 0.5)
+        basis_bulge, basis_disk = _basis_shares(rng, n, p.variety), _basis_shares(rng, n, p.variety)
         r_bulge, r_disk = _sizes(rng, kind, abs_mag, z, self.lfs)
         inclination = np.arccos(rng.uniform(0, 1, n))
         q_disk = np.sqrt(np.cos(inclination) ** 2 * (1 - 0.2**2) + 0.2**2)
@@ -233,6 +240,8 @@ class PopulationSampler:
             t_bulge=t_bulge,
             t_disk=t_disk,
             burst=burst,
+            basis_bulge=basis_bulge,
+            basis_disk=basis_disk,
             ebv_bulge=ebv_b,
             ebv_disk=ebv_d,
             r_bulge=r_bulge,
@@ -241,6 +250,14 @@ class PopulationSampler:
             q_disk=q_disk,
             angle=rng.uniform(0, np.pi, n),
         )
+
+
+def _basis_shares(rng: np.random.Generator, n: int, variety: float) -> np.ndarray:
+    """[n, len(BASIS)] shares of r light from the basis spectra: a total uniform in [0, variety],
+    split by a flat Dirichlet.  No draws at 0, so that surveys without variety stay as they were."""
+    if variety <= 0:
+        return np.zeros((n, len(BASIS)))
+    return rng.uniform(0, variety, n)[:, None] * rng.dirichlet(np.ones(len(BASIS)), n)
 
 
 def _sizes(rng, kind: str, abs_mag, z, lfs) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,8 @@ Sources, all shipped inside wheels (no downloads):
 - templates: the Coleman, Wu & Weedman (1980) E, Sbc, Scd and Im spectra as extended to
   91 Å - 2.2 µm by Bolzonella et al. (2000) (shipped with GalSim), and the young
   star-burst component of the Blanton & Roweis (2007) ``kcorrect`` basis (emission lines
-  included), shipped with ``kcorrect``;
+  included), shipped with ``kcorrect``, whose four other basis spectra (``BASIS``) can be
+  mixed in for SED variety;
 - internal dust: Calzetti et al. (2000), R_V = 4.05 (from the ``extinction`` package),
   continued below 1500 Å by the starburst curve of Leitherer et al. (2002); Milky Way dust:
   Fitzpatrick (1999), R_V = 3.1 (``extinction``);
@@ -33,6 +34,10 @@ import numpy as np
 from mmzcli.errors import ConfigError
 
 TEMPLATES = ("E", "Sbc", "Scd", "Im", "SB")  # red to blue: the 'type' axis of the population
+# kcorrect's other basis spectra (Blanton & Roweis 2007: non-negative fits of stellar-population models
+# to SDSS spectra), by index in its file: old metal-rich, intermediate age, old solar, metal-poor.
+# Off the one-parameter type axis, they give SEDs of the same colour different breaks and UV (`SedParams.variety`).
+BASIS = (0, 2, 3, 4)
 LF_FILTER = "sdss_r0"  # the rest-frame band of the luminosity functions
 R_V_MW = 3.1
 SFD_SCALE = 0.86  # E(B-V)_true = 0.86 E(B-V)_SFD (Schlafly & Finkbeiner 2011); catalogues carry SFD values
@@ -165,9 +170,10 @@ def package_dir(name: str) -> Path:
 
 @lru_cache(maxsize=2)
 def load_templates(lyc_escape: float = LYC_ESCAPE) -> tuple[np.ndarray, np.ndarray]:
-    """Rest-frame templates on one log-spaced grid: (wave [Å], f_lambda [K, n]), unit mean in r.
+    """Rest-frame templates on one log-spaced grid: (wave [Å], f_lambda [K, n]), unit mean in r:
+    TEMPLATES, then the BASIS spectra.
 
-    ``lyc_escape`` scales the templates' light below the Lyman limit.
+    ``lyc_escape`` scales their light below the Lyman limit.
     """
     wave = np.geomspace(91.0, 60000.0, 6000)
     sed_dir = package_dir("galsim") / "share" / "SEDs"
@@ -179,8 +185,8 @@ def load_templates(lyc_escape: float = LYC_ESCAPE) -> tuple[np.ndarray, np.ndarr
 
     with fits.open(package_dir("kcorrect") / "data" / "templates" / "kcorrect-default-v4.fits") as hdul:
         w = np.asarray(hdul["FLUX"].data["wave"][0], dtype=float)
-        f = np.asarray(hdul["FLUX"].data["flux"][0], dtype=float)[1]  # the youngest component
-    fluxes.append(_extend(w, f, wave))
+        f = np.asarray(hdul["FLUX"].data["flux"][0], dtype=float)
+    fluxes += [_extend(w, f[k], wave) for k in (1, *BASIS)]  # 1: the youngest component, the SB template
     flux = np.array(fluxes)
     flux[:, wave < LYMAN_LIMIT] *= lyc_escape  # the galaxy's own neutral gas absorbs its ionising light
     norm = (wave > 5500) & (wave < 6500)
@@ -326,34 +332,49 @@ class PhotometryGrid:
         return i, pos - i
 
     def relative_fluxes(
-        self, template: np.ndarray, z: np.ndarray, ebv: np.ndarray, ebv_mw: np.ndarray | None = None
+        self,
+        template: np.ndarray,
+        z: np.ndarray,
+        ebv: np.ndarray,
+        ebv_mw: np.ndarray | None = None,
+        basis: np.ndarray | None = None,
     ) -> np.ndarray:
         """Observed flux per band for 1 unit of rest-frame r light, [N, B] (10^(-0.4 kcorr)).
 
         ``template`` is a continuous index along TEMPLATES: 1.3 mixes 70% Sbc and 30% Scd
-        (by r-band light).
+        (by r-band light).  ``basis`` [N, len(BASIS)] takes those shares of the r light from
+        the BASIS spectra instead (the rest from the template mix).
         """
         template = np.clip(np.asarray(template, float), 0, len(TEMPLATES) - 1)
         k0 = np.minimum(template.astype(int), len(TEMPLATES) - 2)
         a = (template - k0)[:, None]
-        iz, fz = self._locate(np.asarray(z, float), self.z)
-        ie, fe = self._locate(np.asarray(ebv, float), self.ebv)
-        fz, fe = fz[:, None], fe[:, None]
+        at = self._locate(np.asarray(z, float), self.z), self._locate(np.asarray(ebv, float), self.ebv)
+        mixes = [(k0, 1 - a), (k0 + 1, a)]
+        if basis is not None:
+            rest = 1 - basis.sum(axis=1, keepdims=True)
+            mixes = [(k, w * rest) for k, w in mixes]
+            mixes += [(np.full(k0.shape, len(TEMPLATES) + j), basis[:, j : j + 1]) for j in range(len(BASIS))]
         out: np.ndarray | float = 0.0
-        for k, w in ((k0, 1 - a), (k0 + 1, a)):
-            kc = (
-                (1 - fz) * (1 - fe) * self.kcorr[k, iz, ie]
-                + fz * (1 - fe) * self.kcorr[k, iz + 1, ie]
-                + (1 - fz) * fe * self.kcorr[k, iz, ie + 1]
-                + fz * fe * self.kcorr[k, iz + 1, ie + 1]
-            )
-            flux = 10 ** (-0.4 * kc)
-            if ebv_mw is not None:
-                r_eff = (1 - fz) * self.mw[k, iz] + fz * self.mw[k, iz + 1]
-                flux = flux * 10 ** (-0.4 * r_eff * np.asarray(ebv_mw, float)[:, None])
-            out = out + w * flux
-        assert isinstance(out, np.ndarray)  # a sum of two arrays
+        for k, w in mixes:
+            out = out + w * self._template_flux(k, *at, ebv_mw)
+        assert isinstance(out, np.ndarray)  # a sum of arrays
         return out
+
+    def _template_flux(self, k: np.ndarray, z_at: tuple, ebv_at: tuple, ebv_mw: np.ndarray | None) -> np.ndarray:
+        """10^(-0.4 kcorr) of template k, interpolated in z and E(B-V), Milky Way dust applied."""
+        (iz, fz), (ie, fe) = z_at, ebv_at
+        fz, fe = fz[:, None], fe[:, None]
+        kc = (
+            (1 - fz) * (1 - fe) * self.kcorr[k, iz, ie]
+            + fz * (1 - fe) * self.kcorr[k, iz + 1, ie]
+            + (1 - fz) * fe * self.kcorr[k, iz, ie + 1]
+            + fz * fe * self.kcorr[k, iz + 1, ie + 1]
+        )
+        flux = 10 ** (-0.4 * kc)
+        if ebv_mw is not None:
+            r_eff = (1 - fz) * self.mw[k, iz] + fz * self.mw[k, iz + 1]
+            flux = flux * 10 ** (-0.4 * r_eff * np.asarray(ebv_mw, float)[:, None])
+        return flux
 
 
 @lru_cache(maxsize=4)

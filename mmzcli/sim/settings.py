@@ -254,6 +254,8 @@ def _check(s: dict[str, Any], profile: Profile, where: str) -> None:
     for key, value in numbers:
         if not _is_number(value):
             raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+    if not 0 <= s["sed"].get("variety", 0.0) <= 1:
+        raise ConfigError(f"{where}.sed.variety: expected a share of the light, 0 to 1, got {s['sed']['variety']!r}")
     knots = s["morphology"]["knots"]
     if isinstance(knots, bool) or not isinstance(knots, int) or not 0 <= knots <= 100:
         raise ConfigError(f"{where}.morphology.knots: expected a whole number of clumps, 0 to 100, got {knots!r}")

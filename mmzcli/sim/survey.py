@@ -281,6 +281,8 @@ def build_sky(profile: Profile, n: int, seed: int, tile_size: int, settings: Sim
         "T_BULGE": np.concatenate([galaxies.t_bulge, pad]),
         "T_DISK": np.concatenate([galaxies.t_disk, pad]),
         "BURST": np.concatenate([galaxies.burst, pad]),
+        "BASIS_BULGE": np.concatenate([galaxies.basis_bulge.sum(axis=1), pad]),
+        "BASIS_DISK": np.concatenate([galaxies.basis_disk.sum(axis=1), pad]),
         "EBV_BULGE": np.concatenate([galaxies.ebv_bulge, pad]),
         "EBV_DISK": np.concatenate([galaxies.ebv_disk, pad]),
         "R_BULGE": np.concatenate([galaxies.r_bulge, pad]),
@@ -311,7 +313,7 @@ def injected_sky(
     with a physically plausible colour gradient.
     """
     from mmzcli.sim.population import PopulationSampler
-    from mmzcli.sim.sed import TEMPLATES, photometry_grid
+    from mmzcli.sim.sed import BASIS, TEMPLATES, photometry_grid
 
     n = len(table["Z"])
     rng = np.random.default_rng([seed, 3])
@@ -341,6 +343,7 @@ def injected_sky(
     gal.bulge_frac = np.clip(np.asarray(table.get("BULGE_FRAC", gal.bulge_frac), float), 0, 1)
     gal.t_disk, gal.ebv_disk, gal.burst = best[:, 0], best[:, 1], np.zeros(n)
     gal.t_bulge, gal.ebv_bulge = np.minimum(best[:, 0], 0.4), np.zeros(n)
+    gal.basis_bulge = gal.basis_disk = np.zeros((n, len(BASIS)))
     if "R_HALF" in table:
         gal.r_disk = np.asarray(table["R_HALF"], float)
         gal.r_bulge = 0.5 * gal.r_disk
@@ -360,6 +363,8 @@ def injected_sky(
             "T_BULGE": gal.t_bulge,
             "T_DISK": gal.t_disk,
             "BURST": gal.burst,
+            "BASIS_BULGE": np.zeros(n),
+            "BASIS_DISK": np.zeros(n),
             "EBV_BULGE": gal.ebv_bulge,
             "EBV_DISK": gal.ebv_disk,
             "R_BULGE": gal.r_bulge,
