@@ -1,5 +1,6 @@
 """bench/sim_validation.py's comparison with real galaxies: the SDSS sample in the kcorrect wheel is
-read as the SDSS main galaxy sample, and colours are summarised per redshift bin."""
+read as the SDSS main galaxy sample, colours are summarised per redshift bin, and the simulated side can
+have SED variety."""
 
 from __future__ import annotations
 
@@ -36,3 +37,14 @@ def test_colour_quantiles_per_redshift_bin():
     assert np.allclose(q[:-1, 0, 2] - q[:-1, 0, 0], 0.2, atol=0.02)  # 16-84%: 2 sigma
     assert np.allclose(q[:-1, 1, 2] - q[:-1, 1, 0], 0.4, atol=0.04)
     assert np.isnan(q[-1]).all()  # an empty bin is no figure
+
+
+def test_sed_variety_child_profiles_extend_the_shipped_ones(tmp_path):
+    from mmzcli.profiles import load_profile
+    from mmzcli.sim.settings import SimSettings
+
+    validation = load_bench("sim_validation")
+    assert validation.with_variety("hsc9", 0.0, tmp_path) == "hsc9"  # no child: the shipped profile itself
+    child = load_profile(validation.with_variety("hsc9", 0.3, tmp_path))
+    assert child.band_names == load_profile("hsc9").band_names
+    assert SimSettings.from_profile(child).sed.variety == 0.3
