@@ -681,7 +681,8 @@ def step_forest(study: Study) -> None:
 
 
 def run_speed(run_dir: Path) -> dict:
-    """Training samples/s and epochs of a finished run, from its metrics.json, and the recipe it was trained with."""
+    """Training samples/s and epochs of a finished run, from its metrics.json, and the recipe and network
+    (width, norm: a --run's may differ from the study's settings) it was trained with."""
     from mmzcli.runs import RunDir
 
     m = read_json(run_dir / "metrics.json", {})
@@ -692,6 +693,7 @@ def run_speed(run_dir: Path) -> dict:
     return {
         "run": run_dir.name,
         "recipe": config.get("train", {}),
+        "network": {k: v for k, v in config.get("model", {}).items() if k in ("width", "norm", "fusion", "modalities")},
         "models": len(m.get("models", [])),
         "epochs_trained": len(history),
         "best_epochs": [model["best_epoch"] for model in m.get("models", [])],
@@ -936,9 +938,11 @@ def print_report(r: dict) -> None:
     s, m = r["settings"], r["metrics"]
     planned = {v["recipe"].get("epochs", s["epochs"]) for v in r["training"].values()}  # a --run may differ
     epochs = "/".join(f"{e}" for e in sorted(planned))
+    widths = {v.get("network", {}).get("width", s["width"]) for v in r["training"].values()}
+    width = "/".join(f"{w:g}" for w in sorted(widths))
     print(
         f"\n## Accuracy study, SIMULATED {r['profile']} ({s['labelled']} labelled galaxies, "
-        f"{s['n_out_of_fold']} predicted out of fold; {s['folds']} fold(s), width {s['width']:g}, "
+        f"{s['n_out_of_fold']} predicted out of fold; {s['folds']} fold(s), width {width}, "
         f"{epochs} epochs, norm {s['norm']}, {'bf16' if s['amp'] else 'fp32'})\n"
     )
     thr = s["outlier_threshold"]
