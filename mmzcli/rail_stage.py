@@ -27,8 +27,11 @@ from ceci.config import StageParameter as Param
 from rail.core.data import ModelHandle, TableHandle
 from rail.estimation.estimator import CatEstimator
 
+from mmzcli.errors import ConfigError
 from mmzcli.export import ANCILLARY, hist_ensemble
 from mmzcli.flags import Flag
+
+AMP = {"auto": None, "on": True, "off": False}  # the stage's amp setting -> mmz predict's --amp
 
 
 class MmzEstimator(CatEstimator):
@@ -45,6 +48,7 @@ class MmzEstimator(CatEstimator):
         dec_col=Param(str, "DEC", msg="declination column (deg)"),
         ebv_col=Param(str, "", msg="Galactic E(B-V) column ['': the training median, flagged]"),
         device=Param(str, "auto", msg="auto, cpu or cuda"),
+        amp=Param(str, "auto", msg="bf16 autocast: auto (where the device runs it fast), on or off (float32)"),
         raw=Param(bool, False, msg="leave out the run's calibration (mmz calibrate)"),
         hdf5_groupname=Param(str, "", msg="group of the input in an HDF5 file ['': a plain table]"),
     )
@@ -67,6 +71,8 @@ class MmzEstimator(CatEstimator):
         from mmzcli.predict import PredictOptions, predict_tiles
 
         c = self.config
+        if c.amp not in AMP:
+            raise ConfigError(f"MmzEstimator amp: expected {', '.join(AMP)}, got {c.amp!r}")
         ids = np.asarray(data[c.id_col]).astype(np.int64)
         table = Table({"ID": ids, "RA": np.asarray(data[c.ra_col]), "DEC": np.asarray(data[c.dec_col])})
         if c.ebv_col:
@@ -76,7 +82,7 @@ class MmzEstimator(CatEstimator):
             table.write(sources)
             options = PredictOptions(
                 project=Path(c.project), run=str(self.model.path), catalog=sources, ebv="EBV" if c.ebv_col else None,
-                columns={"id": "ID", "ra": "RA", "dec": "DEC"}, device=c.device, raw=c.raw,
+                columns={"id": "ID", "ra": "RA", "dec": "DEC"}, device=c.device, raw=c.raw, amp=AMP[c.amp],
             )  # fmt: skip
             predict_tiles([Path(t) for t in c.tiles], output, options)
             cat = read_photoz(output)

@@ -16,6 +16,7 @@ from astropy.table import Table
 from helpers import mmz_ok
 
 from mmzcli.catalog import read_photoz
+from mmzcli.errors import ConfigError
 
 TINY = ["--width", "0.125", "--batch-size", "16", "--no-amp", "--norm", "batch"]
 
@@ -148,7 +149,7 @@ def test_the_rail_stage_gives_the_catalogue_pdfs_in_input_order(catalogue, proje
     table = {"object_id": np.asarray(specz["ID"]), **{c: np.asarray(specz[c]) for c in ("RA", "DEC", "EBV")}}
     stage = MmzEstimator.make_stage(
         name="mmz", model="run", project=str(project), tiles=[str(t) for t in _tiles(project)], ebv_col="EBV",
-        output_mode="return", chunk_size=64, device="cpu",
+        output_mode="return", chunk_size=64, device="cpu", amp="off",  # the catalogue's float32
     )  # fmt: skip
     ensemble = stage.estimate(table).data
     cat = read_photoz(catalogue)
@@ -157,6 +158,19 @@ def test_the_rail_stage_gives_the_catalogue_pdfs_in_input_order(catalogue, proje
     np.testing.assert_array_equal(np.ravel(ensemble.ancil["id"]), table["object_id"])
     np.testing.assert_allclose(ensemble.objdata["pdfs"] * np.diff(cat.edges), cat.columns["PDF"][rows], atol=1e-6)
     np.testing.assert_array_equal(np.ravel(ensemble.ancil["zmedian"]), cat.columns["Z_PHOT"][rows])
+
+
+def test_the_rail_stage_refuses_an_unknown_amp(catalogue, project):
+    from mmzcli.rail_stage import MmzEstimator
+
+    specz = Table.read(project / "specz.fits")[:4]
+    table = {"object_id": np.asarray(specz["ID"]), "RA": np.asarray(specz["RA"]), "DEC": np.asarray(specz["DEC"])}
+    stage = MmzEstimator.make_stage(
+        name="mmz_amp", model="run", project=str(project), tiles=[str(t) for t in _tiles(project)],
+        output_mode="return", device="cpu", amp="fast",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="MmzEstimator amp: expected auto, on, off, got 'fast'"):
+        stage.estimate(table)
 
 
 def test_astropy_and_fitsio_read_the_same_catalogue(catalogue):
