@@ -51,7 +51,7 @@ def photoz_metrics(z_true, z_pred, threshold=0.05):
     return sigma, float(np.mean(np.abs(dz) >= threshold)), float(np.mean(np.abs(dz) >= 0.15))
 
 
-def random_forest(profile: str | Path, n: int, seed: int = 1, mag_cut: float | None = None):
+def random_forest(profile: str, n: int, seed: int = 1, mag_cut: float | None = None):
     """5-fold CV random-forest photo-z on the catalogue colours; returns (z, z_pred, metrics)."""
     prof = load_profile(profile)
     cat = spectroscopic_catalog(prof, n, seed=seed)
